@@ -1,0 +1,244 @@
+"""The stack: a TOML file validated once, at load, into immutable objects.
+
+A stack names every place a concurrency limit lives (trunks, numbers, account plans,
+provider key pools, app resources, rate windows) and the policies for callers over a
+cap. Errors name the file, the key path and the bad value, and say what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+
+from callgate.durations import parse_duration
+from callgate.errors import ConfigError, ConfigIssue
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Direction = Literal["inbound", "outbound"]
+E164 = r"^\+[1-9]\d{1,14}$"
+CONFIG_ENV = "CALLGATE_CONFIG"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Window(_Frozen):
+    """At most ``limit`` admissions per ``per`` seconds in one scope (a sliding log)."""
+
+    direction: Literal["inbound", "outbound", "any"] = "any"
+    limit: PositiveInt
+    per: Duration = Field(gt=0)
+
+
+class GateSettings(_Frozen):
+    lease_ttl: Duration = Field(default=30.0, gt=0)
+    max_call_duration: Duration = Field(default=7200.0, gt=0)
+    store: str = "sqlite:///callgate.db"
+    on_store_error: Literal["reject", "admit_local"] = "reject"
+    local_fraction: float = Field(default=0.1, gt=0, le=1)
+    mode: Literal["enforce", "shadow"] = "enforce"
+    poll_timeout: Duration = Field(default=30.0, gt=0)
+    tombstone_ttl: Duration = Field(default=60.0, gt=0)
+    ended_ttl: Duration = Field(default=3600.0, gt=0)
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if not value.startswith(("memory://", "sqlite:///")):
+            raise ValueError('expected "memory://" or "sqlite:///path/to/file.db"')
+        return value
+
+
+class Trunk(_Frozen):
+    max_concurrent: PositiveInt
+    max_cps: PositiveInt | None = None
+    windows: tuple[Window, ...] = ()
+
+
+class Plan(_Frozen):
+    max_concurrent: PositiveInt
+    price: float | None = Field(default=None, ge=0)
+
+
+class Account(_Frozen):
+    plan: str
+    reserved_inbound: int = Field(default=0, ge=0)
+    windows: tuple[Window, ...] = ()
+
+
+class Number(_Frozen):
+    account: str
+    trunk: str
+    max_concurrent: PositiveInt
+    windows: tuple[Window, ...] = ()
+
+
+class Provider(_Frozen):
+    keys: tuple[str, ...] = Field(min_length=1)
+    sessions_per_key: PositiveInt
+    max_sessions: PositiveInt | None = None
+    cooldown: Duration = Field(default=30.0, gt=0)
+    required: bool = True
+    windows: tuple[Window, ...] = ()
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not key or ":" in key for key in keys):
+            raise ValueError("key aliases must be non-empty and must not contain ':'")
+        if len(set(keys)) != len(keys):
+            raise ValueError("key aliases must be unique within a provider")
+        return keys
+
+
+class Resource(_Frozen):
+    capacity: PositiveInt
+    per_call: PositiveInt = 1
+
+
+class Inbound(_Frozen):
+    queue_max: int = Field(default=20, ge=0)
+    max_wait: Duration = Field(default=120.0, ge=0)
+    hold_message: str = "All our agents are busy. Please hold; your call matters to us."
+    overflow_message: str = (
+        "We are receiving more calls than we can take right now. Please call again shortly."
+    )
+    retry_after: Duration = Field(default=300.0, ge=0)
+    handle_time: Duration = Field(default=180.0, gt=0)
+
+
+class Outbound(_Frozen):
+    retry_base: Duration = Field(default=30.0, gt=0)
+    retry_max: Duration = Field(default=900.0, gt=0)
+    jitter: Literal["full", "none"] = "full"
+    max_attempts: PositiveInt = 5
+
+
+class Stack(_Frozen):
+    """The whole configuration, validated and immutable."""
+
+    gate: GateSettings = GateSettings()
+    trunks: dict[str, Trunk] = Field(min_length=1)
+    plans: dict[str, Plan] = Field(min_length=1)
+    accounts: dict[str, Account] = Field(min_length=1)
+    numbers: dict[Annotated[str, Field(pattern=E164)], Number] = Field(min_length=1)
+    providers: dict[str, Provider] = {}
+    resources: dict[str, Resource] = {}
+    inbound: Inbound = Inbound()
+    outbound: Outbound = Outbound()
+
+    def required_providers(self) -> tuple[str, ...]:
+        """Names of the provider pools every call needs unless it says otherwise."""
+        return tuple(name for name, pool in self.providers.items() if pool.required)
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            continue
+        text = item if item.replace("_", "").replace("-", "").isalnum() else f'"{item}"'
+        parts.append(("." if parts else "") + text)
+    return "".join(parts) or "(top level)"
+
+
+def _issues_from(error: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for err in error.errors():
+        # pydantic appends the validator's name to some locations (e.g. a dict key check).
+        loc = tuple(p for p in err["loc"] if p not in ("[key]", "function-after[_unique_keys()]"))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the stack reference in the README)"
+        elif err["type"] == "string_pattern_mismatch":
+            message = "numbers must be E.164: '+' then up to 15 digits, e.g. \"+14155550100\""
+        issues.append(ConfigIssue(_format_loc(loc), err.get("input"), message))
+    return issues
+
+
+def _cross_check(stack: Stack) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for name, account in stack.accounts.items():
+        if account.plan not in stack.plans:
+            issues.append(ConfigIssue(f"accounts.{name}.plan", account.plan,
+                                      f"no such plan; defined plans: {sorted(stack.plans)}"))
+        elif account.reserved_inbound >= stack.plans[account.plan].max_concurrent:
+            issues.append(ConfigIssue(
+                f"accounts.{name}.reserved_inbound", account.reserved_inbound,
+                f"must be below the plan's max_concurrent "
+                f"({stack.plans[account.plan].max_concurrent}) or outbound could never run"))
+    for number, spec in stack.numbers.items():
+        if spec.account not in stack.accounts:
+            issues.append(ConfigIssue(f'numbers."{number}".account', spec.account,
+                                      f"no such account; defined: {sorted(stack.accounts)}"))
+        if spec.trunk not in stack.trunks:
+            issues.append(ConfigIssue(f'numbers."{number}".trunk', spec.trunk,
+                                      f"no such trunk; defined: {sorted(stack.trunks)}"))
+    return issues
+
+
+def _apply_number_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    defaults = raw.pop("number_defaults", None)
+    if defaults is None:
+        return raw
+    if not isinstance(defaults, Mapping):
+        raise ConfigError("stack", [ConfigIssue("number_defaults", defaults, "expected a table")])
+    numbers = raw.get("numbers")
+    if isinstance(numbers, Mapping):
+        raw["numbers"] = {
+            key: {**defaults, **value} if isinstance(value, Mapping) else value
+            for key, value in numbers.items()
+        }
+    return raw
+
+
+def parse_stack(raw: Mapping[str, Any], source: str = "stack") -> Stack:
+    """Validate a decoded stack document; raises :class:`ConfigError` listing every problem."""
+    data = _apply_number_defaults(dict(raw))
+    try:
+        stack = Stack.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _issues_from(exc)) from None
+    issues = _cross_check(stack)
+    if issues:
+        raise ConfigError(source, issues)
+    return stack
+
+
+def load_stack(path: str | Path, *, store: str | None = None) -> Stack:
+    """Read and validate a stack file; ``store`` (a flag or env value) beats the file's."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        issue = ConfigIssue("(file)", str(file), exc.strerror or str(exc))
+        raise ConfigError(str(file), [issue]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), [ConfigIssue("(syntax)", str(file), str(exc))]) from None
+    if store is not None:
+        raw.setdefault("gate", {})
+        if isinstance(raw["gate"], dict):
+            raw["gate"]["store"] = store
+    return parse_stack(raw, source=str(file))
+
+
+def config_path(flag: str | None) -> str | None:
+    """The stack path: the flag beats ``CALLGATE_CONFIG``."""
+    return flag or os.environ.get(CONFIG_ENV)

@@ -1,0 +1,445 @@
+"""The gate: maps a call to every slot it needs, asks the store, shapes the decision.
+
+The store takes all of a call's slots in one atomic step or none (see
+:mod:`callgate.stores.kernel`); the gate owns everything around that step: which slots
+a call needs, what a blocked call is told (queue, retry later, reject), retry timing,
+messages, shadow mode and what happens when the store cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from callgate.clock import Clock
+from callgate.config import Stack, Window
+from callgate.durations import format_duration
+from callgate.errors import CallConflictError, StoreError, UnknownNumberError, UnknownProviderError
+from callgate.model import (
+    Call,
+    Decision,
+    Layer,
+    Lease,
+    Outcome,
+    QueueInfo,
+    Reason,
+    ReleaseResult,
+    RenewResult,
+    RenewStatus,
+)
+from callgate.stores.base import (
+    Blocker,
+    Claim,
+    KeyGroup,
+    Limits,
+    QueuePolicy,
+    Record,
+    SlotNeed,
+    Store,
+    Verdict,
+    VerdictKind,
+    split_key,
+)
+from callgate.stores.memory import DISABLED, MemoryStore
+
+log = logging.getLogger("callgate.gate")
+
+ENDED_MESSAGE = "This call has already ended; a new call needs a new call id."
+
+
+def window_key(layer: str, scope: str, window: Window) -> str:
+    return f"window:{layer}:{scope}:{window.direction}:{format_duration(window.per)}"
+
+
+def _applies(window: Window, direction: str) -> bool:
+    return window.direction in ("any", direction)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """The fixed part of a claim for one number and direction."""
+
+    account: str
+    slots: tuple[SlotNeed, ...]
+    windows: tuple[str, ...]
+
+
+class Gate:
+    """Admission control for every call of one stack (synchronous; clock in epoch seconds)."""
+
+    def __init__(
+        self, stack: Stack, store: Store, clock: Clock, *, rng: random.Random | None = None
+    ) -> None:
+        self.clock = clock
+        self._store = store
+        self._rng = rng or random.Random()
+        self._local: MemoryStore | None = None
+        self._local_calls: dict[str, str] = {}
+        self._apply(stack)
+        store.configure(self._limits)
+
+    # configuration ----------------------------------------------------------
+    @staticmethod
+    def limits_for(stack: Stack, fraction: float = 1.0) -> Limits:
+        """Every cap and window of ``stack`` as store keys (``fraction`` scales the caps)."""
+        caps: dict[str, int] = {}
+        windows: dict[str, tuple[int, float]] = {}
+
+        def add_windows(layer: str, scope: str, specs: tuple[Window, ...]) -> None:
+            for spec in specs:
+                windows[window_key(layer, scope, spec)] = (spec.limit, spec.per)
+
+        for name, trunk in stack.trunks.items():
+            caps[f"trunk:{name}"] = trunk.max_concurrent
+            add_windows("trunk", name, trunk.windows)
+            if trunk.max_cps is not None:
+                add_windows("trunk", name, (Window(limit=trunk.max_cps, per=1.0),))
+        for number, spec in stack.numbers.items():
+            caps[f"number:{number}"] = spec.max_concurrent
+            add_windows("number", number, spec.windows)
+        for name, account in stack.accounts.items():
+            caps[f"account:{name}"] = stack.plans[account.plan].max_concurrent
+            add_windows("account", name, account.windows)
+        for name, pool in stack.providers.items():
+            total = len(pool.keys) * pool.sessions_per_key
+            caps[f"provider:{name}"] = min(total, pool.max_sessions or total)
+            for alias in pool.keys:
+                caps[f"provider:{name}:{alias}"] = pool.sessions_per_key
+            add_windows("provider", name, pool.windows)
+        for name, resource in stack.resources.items():
+            caps[f"resource:{name}"] = resource.capacity
+        if fraction != 1.0:
+            caps = {key: math.floor(cap * fraction) for key, cap in caps.items()}
+            windows = {k: (math.floor(lim * fraction), per) for k, (lim, per) in windows.items()}
+        settings = stack.gate
+        return Limits(caps, windows, settings.poll_timeout, settings.tombstone_ttl,
+                      settings.ended_ttl, tuple(stack.accounts))
+
+    def _apply(self, stack: Stack) -> None:
+        self.stack = stack
+        self._limits = self.limits_for(stack)
+        self._routes: dict[tuple[str, str], _Route] = {}
+        for number, spec in stack.numbers.items():
+            account = stack.accounts[spec.account]
+            trunk = stack.trunks[spec.trunk]
+            trunk_windows = trunk.windows
+            if trunk.max_cps is not None:
+                trunk_windows += (Window(limit=trunk.max_cps, per=1.0),)
+            for direction in ("inbound", "outbound"):
+                reserve = account.reserved_inbound if direction == "outbound" else 0
+                slots = (
+                    SlotNeed(f"trunk:{spec.trunk}"),
+                    SlotNeed(f"number:{number}"),
+                    SlotNeed(f"account:{spec.account}", reserve=reserve),
+                )
+                windows = tuple(
+                    window_key(layer, scope, w)
+                    for layer, scope, specs in (
+                        ("trunk", spec.trunk, trunk_windows),
+                        ("number", number, spec.windows),
+                        ("account", spec.account, account.windows),
+                    )
+                    for w in specs
+                    if _applies(w, direction)
+                )
+                self._routes[(number, direction)] = _Route(spec.account, slots, windows)
+        if stack.gate.on_store_error == "admit_local":
+            local_limits = self.limits_for(stack, stack.gate.local_fraction)
+            if self._local is None:
+                self._local = MemoryStore(local_limits)
+            else:
+                self._local.configure(local_limits)
+
+    def reload(self, stack: Stack) -> None:
+        """Swap in a new stack; every lease and queue entry is kept, disabled keys re-enabled."""
+        self._apply(stack)
+        self._store.configure(self._limits)
+        self._store.clear_disabled(self.clock())
+        if self._local is not None:
+            self._local.clear_disabled(self.clock())
+
+    def account_of(self, number: str) -> str:
+        spec = self.stack.numbers.get(number)
+        if spec is None:
+            raise UnknownNumberError(
+                f"number {number!r} is not in the stack; add it under [numbers] to gate it"
+            )
+        return spec.account
+
+    # the claim ----------------------------------------------------------------
+    def claim_for(self, call: Call, ttl_s: float | None = None) -> Claim:
+        """Every slot, key group and window ``call`` needs under the current stack."""
+        route = self._routes.get((call.number, call.direction))
+        if route is None:
+            self.account_of(call.number)
+            raise AssertionError("unreachable: every number has both routes")
+        stack = self.stack
+        slots = route.slots
+        if call.resources is None:
+            units = {name: r.per_call for name, r in stack.resources.items()}
+        else:
+            units = dict(call.resources)
+            unknown = sorted(set(units) - set(stack.resources))
+            if unknown:
+                raise UnknownProviderError(
+                    f"resources {unknown} are not in the stack; defined: {sorted(stack.resources)}"
+                )
+        slots += tuple(SlotNeed(f"resource:{name}", n) for name, n in units.items() if n > 0)
+        names = stack.required_providers() if call.providers is None else call.providers
+        groups = []
+        windows = route.windows
+        for name in names:
+            pool = stack.providers.get(name)
+            if pool is None:
+                raise UnknownProviderError(
+                    f"provider {name!r} is not in the stack; defined: {sorted(stack.providers)}"
+                )
+            groups.append(KeyGroup(name, pool.keys))
+            windows += tuple(
+                window_key("provider", name, w) for w in pool.windows
+                if _applies(w, call.direction)
+            )
+        settings = stack.gate
+        queue = None
+        if call.direction == "inbound":
+            queue = QueuePolicy(stack.inbound.queue_max, stack.inbound.max_wait)
+        return Claim(
+            account=route.account, call_id=call.call_id, number=call.number,
+            direction=call.direction, priority=call.priority, fingerprint=fingerprint(call),
+            slots=slots, groups=tuple(groups), windows=windows,
+            ttl_s=ttl_s or settings.lease_ttl, max_duration_s=settings.max_call_duration,
+            queue=queue, force=settings.mode == "shadow",
+        )
+
+    # primitives -----------------------------------------------------------------
+    def acquire(self, call: Call, *, ttl_s: float | None = None) -> Decision:
+        """May ``call`` start now? Idempotent on (account, call_id); see DESIGN.md."""
+        claim = self.claim_for(call, ttl_s)
+        now = self.clock()
+        if self._local_calls.get(call.call_id) == claim.account and self._local is not None:
+            return self._shape(call, self._local.acquire(claim, now), now, local=True)
+        try:
+            verdict = self._store.acquire(claim, now)
+        except StoreError as exc:
+            return self._store_down(call, claim, now, exc)
+        return self._shape(call, verdict, now)
+
+    def renew(
+        self, call_id: str, account: str | None = None, ttl_s: float | None = None
+    ) -> RenewResult:
+        """Push a lease's expiry to now + its TTL (never past ``max_call_duration``)."""
+        store: Store = self._store
+        if call_id in self._local_calls and self._local is not None:
+            store = self._local
+            account = self._local_calls[call_id]
+        outcome = store.renew(account, call_id, ttl_s, self.clock())
+        lease = _lease(outcome.record) if outcome.status == "renewed" else None
+        return RenewResult(RenewStatus(outcome.status), lease)
+
+    def release(self, call_id: str, account: str | None = None) -> ReleaseResult:
+        """Free a lease, or cancel a queued call; idempotent."""
+        now = self.clock()
+        if call_id in self._local_calls and self._local is not None:
+            local_account = self._local_calls.pop(call_id)
+            return ReleaseResult(*self._local.release(local_account, call_id, now))
+        return ReleaseResult(*self._store.release(account, call_id, now))
+
+    def report_provider_error(
+        self, provider: str, key: str, status: int, retry_after_s: float | None = None
+    ) -> float:
+        """A provider answered ``status`` for ``key``: cool it down; returns until when."""
+        pool = self.stack.providers.get(provider)
+        if pool is None or key not in pool.keys:
+            raise UnknownProviderError(
+                f"{provider}:{key} is not in the stack; providers: "
+                + ", ".join(f"{n} {list(p.keys)}" for n, p in self.stack.providers.items())
+            )
+        if status in (401, 403):
+            until = DISABLED
+        elif status == 429 or 500 <= status <= 599:
+            until = self.clock() + (retry_after_s if retry_after_s else pool.cooldown)
+        else:
+            raise ValueError(
+                f"status {status} does not cool a key down; accepted: 401, 403 (disable until "
+                "reload), 429 or 500-599 (cool down for retry_after_s, else the pool's cooldown)"
+            )
+        self._store.cooldown(provider, key, until)
+        if self._local is not None:
+            self._local.cooldown(provider, key, until)
+        log.info("provider key %s:%s status %s: cooling until %s", provider, key, status, until)
+        return until
+
+    def expire(self) -> int:
+        """Expire due leases and stale queue entries now (the service's reaper calls this)."""
+        return self._store.expire(self.clock())
+
+    def ping(self) -> None:
+        self._store.ping()
+
+    def usage(self) -> dict[str, Any]:
+        """The usage document of DESIGN.md ("The usage document")."""
+        now = self.clock()
+        snap = self._store.usage(now)
+        layers = []
+        for item in snap.layers:
+            layer, scope = split_key(item.key)
+            layers.append({"layer": str(layer), "scope": scope, "in_use": item.in_use,
+                           "cap": item.cap, "queued": item.queued})
+        return {
+            "now": now,
+            "ttl_s": self.stack.gate.lease_ttl,
+            "leases": snap.leases,
+            "layers": layers,
+            "windows": [
+                {"scope": split_key(w.key)[1], "count": w.count, "limit": w.limit,
+                 "period_s": w.period_s}
+                for w in snap.windows
+            ],
+            "cooldowns": [
+                {"scope": scope, "until": None if math.isinf(until) else until}
+                for scope, until in snap.cooldowns
+            ],
+        }
+
+    def queue(self) -> list[dict[str, Any]]:
+        """Every queued call, per number in queue order."""
+        now = self.clock()
+        snap = self._store.usage(now)
+        entries = []
+        ranks: dict[str, int] = {}
+        for record in sorted(snap.queue, key=lambda r: (r.number, -r.priority, r.seq)):
+            ranks[record.number] = ranks.get(record.number, 0) + 1
+            entries.append({
+                "call_id": record.call_id, "account": record.account, "number": record.number,
+                "priority": record.priority, "position": ranks[record.number],
+                "waited_s": now - record.enqueued_at, "deadline": record.deadline,
+            })
+        return entries
+
+    # shaping decisions ------------------------------------------------------------
+    def _shape(self, call: Call, verdict: Verdict, now: float, local: bool = False) -> Decision:
+        kind = verdict.kind
+        record = verdict.record
+        inbound = self.stack.inbound
+        if kind is VerdictKind.CONFLICT:
+            raise CallConflictError(
+                f"call id {call.call_id!r} was already used with a different body; "
+                "use a new call id for a new call"
+            )
+        if kind is VerdictKind.ADMITTED:
+            assert record is not None
+            lease = _lease(record)
+            if local:
+                self._local_calls[call.call_id] = record.account
+                return Decision(call.call_id, Outcome.ADMITTED, Layer.STORE, "local",
+                                Reason.ADMITTED_LOCAL, lease)
+            if verdict.blockers:  # shadow mode admitted a call it would have refused
+                pick, _ = self._pick(call, verdict.blockers, now)
+                layer, scope = split_key(pick.key)
+                log.warning("shadow: %s would be refused at %s %s (%s)",
+                            call.call_id, layer, scope, pick.reason)
+                return Decision(call.call_id, Outcome.ADMITTED, layer, scope, Reason.SHADOW, lease)
+            if record.promoted:
+                return Decision(call.call_id, Outcome.ADMITTED, Layer.QUEUE, call.number,
+                                Reason.PROMOTED, lease)
+            return Decision(call.call_id, Outcome.ADMITTED, Layer.NUMBER, call.number,
+                            Reason.ADMITTED, lease)
+        if kind is VerdictKind.QUEUED:
+            pick, wait = self._pick(call, verdict.blockers, now)
+            layer, scope = split_key(pick.key)
+            estimate = max(wait, self._queue_estimate(pick.key, verdict.position))
+            return Decision(call.call_id, Outcome.QUEUED, layer, scope, pick.reason,
+                            queue=QueueInfo(verdict.position, round(estimate, 3)),
+                            retry_after_s=None, message=inbound.hold_message)
+        if kind is VerdictKind.QUEUE_FULL:
+            return Decision(call.call_id, Outcome.REJECTED, Layer.QUEUE, call.number,
+                            Reason.QUEUE_FULL, retry_after_s=inbound.retry_after,
+                            message=inbound.overflow_message)
+        if kind is VerdictKind.BLOCKED:
+            pick, wait = self._pick(call, verdict.blockers, now)
+            layer, scope = split_key(pick.key)
+            if call.attempt >= self.stack.outbound.max_attempts:
+                self._store.tombstone(Record(
+                    account=self.account_of(call.number), call_id=call.call_id,
+                    state="rejected", fingerprint=fingerprint(call), number=call.number,
+                    direction=call.direction, reason=Reason.MAX_ATTEMPTS, blocker_key=pick.key,
+                    until=now + self.stack.gate.tombstone_ttl,
+                ))
+                return Decision(call.call_id, Outcome.REJECTED, layer, scope,
+                                Reason.MAX_ATTEMPTS, message=_attempts_message(call.attempt))
+            return Decision(call.call_id, Outcome.RETRY_LATER, layer, scope, pick.reason,
+                            retry_after_s=round(wait, 3))
+        if kind is VerdictKind.REPLAY:
+            assert record is not None and record.reason is not None
+            layer, scope = split_key(record.blocker_key or f"queue:{call.number}")
+            retry = inbound.retry_after if call.direction == "inbound" else None
+            message = (inbound.overflow_message if call.direction == "inbound"
+                       else _attempts_message(call.attempt))
+            return Decision(call.call_id, Outcome.REJECTED, layer, scope, record.reason,
+                            retry_after_s=retry, message=message)
+        return Decision(call.call_id, Outcome.REJECTED, Layer.NUMBER, call.number,
+                        Reason.CALL_ENDED, message=ENDED_MESSAGE)
+
+    def _pick(self, call: Call, blockers: tuple[Blocker, ...], now: float) -> tuple[Blocker, float]:
+        """The blocker with the largest retry-after, and that retry-after in seconds."""
+        backoff = self._backoff(call.attempt)
+        best: tuple[float, Blocker] | None = None
+        for blocker in blockers:
+            wait = max(0.0, blocker.until - now) if blocker.until is not None else backoff
+            if math.isinf(wait):
+                wait = self.stack.outbound.retry_max
+            if best is None or wait > best[0]:
+                best = (wait, blocker)
+        assert best is not None, "a blocked verdict always carries a blocker"
+        return best[1], best[0]
+
+    def _queue_estimate(self, key: str, position: int) -> float:
+        """Seconds until ``position`` callers have passed through the blocking scope."""
+        window = self._limits.windows.get(key)
+        if window is not None:
+            limit, period = window
+            return position * period / max(limit, 1)
+        cap = self._limits.caps.get(key) or 1
+        return position * self.stack.inbound.handle_time / cap
+
+    def _backoff(self, attempt: int) -> float:
+        out = self.stack.outbound
+        ceiling = min(out.retry_max, out.retry_base * 2 ** min(attempt - 1, 60))
+        return self._rng.uniform(0.0, ceiling) if out.jitter == "full" else ceiling
+
+    def _store_down(self, call: Call, claim: Claim, now: float, exc: StoreError) -> Decision:
+        log.error("store unavailable for %s: %s", call.call_id, exc)
+        settings = self.stack.gate
+        if settings.on_store_error == "admit_local" and self._local is not None:
+            local_claim = Claim(**{**claim.__dict__, "queue": None, "force": False})
+            verdict = self._local.acquire(local_claim, now)
+            if verdict.kind is VerdictKind.ADMITTED:
+                return self._shape(call, verdict, now, local=True)
+        retry = self.stack.inbound.retry_after if call.direction == "inbound" else self._backoff(
+            call.attempt)
+        return Decision(call.call_id, Outcome.REJECTED, Layer.STORE, settings.store.split(":")[0],
+                        Reason.STORE_UNAVAILABLE, retry_after_s=round(retry, 3),
+                        message=self.stack.inbound.overflow_message)
+
+
+def _attempts_message(attempt: int) -> str:
+    return f"gave up after {attempt} attempt(s): every retry found a layer full"
+
+
+def _lease(record: Record | None) -> Lease:
+    assert record is not None
+    return Lease(record.call_id, record.account, record.expires_at, record.ttl_s,
+                 dict(record.keys), record.admitted_at)
+
+
+def fingerprint(call: Call) -> str:
+    """What makes two requests "the same call" (``attempt`` excluded: retries reuse the id)."""
+    resources: Mapping[str, int] = call.resources or {}
+    body = repr((call.direction, call.number, call.remote, call.priority,
+                 call.providers, sorted(resources.items())))
+    return hashlib.blake2b(body.encode(), digest_size=12).hexdigest()

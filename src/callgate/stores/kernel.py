@@ -1,0 +1,374 @@
+"""The admission algorithm that the memory and SQLite stores share.
+
+Think of a petrol station with a few pumps, one queue per entrance, and an attendant
+who only acts between two ticks of the clock. At every tick (every primitive) the
+attendant first sends home the cars whose time is up (expired leases, callers who stopped
+polling or waited past ``max_wait``), then waves in queue heads that now fit, highest
+priority and earliest arrival first, then deals with the car in front of them: all of
+its pumps at once, or none.
+
+The functions here run *inside* a store's atomic step and see the store only through
+:class:`State`. A store makes the step atomic its own way (a lock in memory, one
+``BEGIN IMMEDIATE`` transaction in SQLite); the Redis store does the same in Lua.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+
+from callgate.model import Reason
+from callgate.stores.base import (
+    Blocker,
+    Claim,
+    LayerUsage,
+    Limits,
+    Record,
+    RenewOutcome,
+    UsageSnapshot,
+    Verdict,
+    VerdictKind,
+    WindowUsage,
+)
+
+
+class State(Protocol):
+    """What the algorithm reads and writes; every call happens inside one atomic step."""
+
+    limits: Limits
+
+    def get(self, account: str | None, call_id: str) -> Record | None:
+        """The record of ``call_id`` (in any account when ``account`` is None)."""
+        ...
+    def put(self, record: Record) -> None: ...
+    def in_use(self, key: str) -> int: ...
+    def add(self, key: str, delta: int) -> None: ...
+    def events(self, key: str, since: float) -> list[float]: ...
+    def log_event(self, key: str, at: float) -> None: ...
+    def cooldown_until(self, provider: str, alias: str) -> float | None: ...
+    def due_leases(self, now: float) -> list[Record]: ...
+    def due_queued(self, now: float) -> list[Record]: ...
+    def purge(self, now: float) -> None: ...
+    def queue_heads(self) -> list[Record]: ...
+    def queue_of(self, number: str) -> list[Record]: ...
+    def next_seq(self) -> int: ...
+
+
+Choice = dict[str, str]
+
+
+def housekeeping(st: State, now: float) -> int:
+    """Expire due leases and stale queue entries; returns how many leases expired."""
+    expired = 0
+    for record in st.due_leases(now):
+        end_lease(st, record, now, "expired")
+        expired += 1
+    for record in st.due_queued(now):
+        reject(st, record, now, Reason.QUEUE_TIMEOUT, f"queue:{record.number}", None)
+    st.purge(now)
+    return expired
+
+
+def end_lease(st: State, record: Record, now: float, how: str) -> None:
+    for key, units in record.held:
+        st.add(key, -units)
+    record.state = "ended"
+    record.ended_by = "released" if how == "released" else "expired"
+    record.until = now + st.limits.ended_ttl_s
+    record.held = ()
+    st.put(record)
+
+
+def reject(
+    st: State, record: Record, now: float, reason: Reason, key: str, retry_after_s: float | None
+) -> None:
+    record.state = "rejected"
+    record.reason = reason
+    record.blocker_key = key
+    record.retry_after_s = retry_after_s
+    record.until = now + st.limits.tombstone_ttl_s
+    record.claim = None
+    st.put(record)
+
+
+def evaluate(st: State, claim: Claim, now: float) -> tuple[list[Blocker], Choice]:
+    """Every reason ``claim`` cannot be taken now, and the key each provider group would use."""
+    caps = st.limits.caps
+    blockers: list[Blocker] = []
+    for slot in claim.slots:
+        cap = caps.get(slot.key)
+        if cap is None:
+            continue
+        used = st.in_use(slot.key)
+        if used + slot.units + slot.reserve > cap:
+            reserved = slot.reserve > 0 and used + slot.units <= cap
+            blockers.append(
+                Blocker(slot.key, Reason.RESERVED_INBOUND if reserved else Reason.CAPACITY)
+            )
+    for key in claim.windows:
+        spec = st.limits.windows.get(key)
+        if spec is None:
+            continue
+        limit, period = spec
+        events = st.events(key, now - period)
+        if len(events) + 1 > limit:
+            # The window has room again once enough of its oldest events have left it.
+            blockers.append(
+                Blocker(key, Reason.RATE_WINDOW, events[len(events) - limit] + period)
+            )
+    choice: Choice = {}
+    for group in claim.groups:
+        pool_cap = caps.get(group.pool_key)
+        if pool_cap is not None and st.in_use(group.pool_key) + 1 > pool_cap:
+            blockers.append(Blocker(group.pool_key, Reason.CAPACITY))
+            continue
+        best: tuple[int, int, str] | None = None
+        cooling: list[float] = []
+        for index, alias in enumerate(group.keys):
+            until = st.cooldown_until(group.provider, alias)
+            if until is not None and until > now:
+                cooling.append(until)
+                continue
+            key_slot = group.key_slot(alias)
+            headroom = caps.get(key_slot, 0) - st.in_use(key_slot)
+            if headroom >= 1 and (best is None or (-headroom, index) < best[:2]):
+                best = (-headroom, index, alias)
+        if best is not None:
+            choice[group.provider] = best[2]
+        elif len(cooling) == len(group.keys):
+            blockers.append(Blocker(group.pool_key, Reason.PROVIDER_COOLDOWN, min(cooling)))
+        else:
+            blockers.append(Blocker(group.pool_key, Reason.CAPACITY))
+    return blockers, choice
+
+
+def _force_choice(st: State, claim: Claim, choice: Choice) -> Choice:
+    """Shadow mode: a key for every group even when all are full (most headroom wins)."""
+    forced = dict(choice)
+    for group in claim.groups:
+        if group.provider not in forced:
+            forced[group.provider] = max(
+                group.keys,
+                key=lambda a: st.limits.caps.get(group.key_slot(a), 0)
+                - st.in_use(group.key_slot(a)),
+            )
+    return forced
+
+
+def take(
+    st: State, claim: Claim, choice: Choice, now: float, record: Record | None, promoted: bool
+) -> Record:
+    held = [(slot.key, slot.units) for slot in claim.slots]
+    for group in claim.groups:
+        held.append((group.pool_key, 1))
+        held.append((group.key_slot(choice[group.provider]), 1))
+    for key, units in held:
+        st.add(key, units)
+    for key in claim.windows:
+        st.log_event(key, now)
+    if record is None:
+        record = Record(
+            account=claim.account, call_id=claim.call_id, state="leased",
+            fingerprint=claim.fingerprint, number=claim.number, direction=claim.direction,
+            priority=claim.priority,
+        )
+    record.state = "leased"
+    record.held = tuple(held)
+    record.keys = dict(choice)
+    record.admitted_at = now
+    record.max_end = now + claim.max_duration_s
+    record.ttl_s = claim.ttl_s
+    record.expires_at = min(now + claim.ttl_s, record.max_end)
+    record.promoted = promoted
+    record.claim = None
+    st.put(record)
+    return record
+
+
+Blocked = list[tuple[Record, list[Blocker]]]
+
+
+def promote(st: State, now: float) -> Blocked:
+    """Admit every queue head that fits, in (priority, arrival) order; return the rest."""
+    while True:
+        heads = sorted(st.queue_heads(), key=lambda r: (-r.priority, r.seq))
+        blocked: Blocked = []
+        moved = False
+        for head in heads:
+            assert head.claim is not None, "a queued record always keeps its claim"
+            blockers, choice = evaluate(st, head.claim, now)
+            if blockers:
+                blocked.append((head, blockers))
+            else:
+                take(st, head.claim, choice, now, head, promoted=True)
+                moved = True
+        if not moved:
+            return blocked
+
+
+def inbound_waiting(st: State, claim: Claim, blocked: Blocked, now: float) -> list[Blocker]:
+    """Scopes where this outbound call would take room that a waiting inbound head needs."""
+    if not blocked:
+        return []
+    mine = {slot.key: slot.units for slot in claim.slots}
+    my_pools = {group.provider for group in claim.groups}
+    demand: dict[str, int] = defaultdict(int)
+    pools: dict[str, Iterable[str]] = {}
+    for head, _ in blocked:
+        assert head.claim is not None
+        for slot in head.claim.slots:
+            if slot.key in mine:
+                demand[slot.key] += slot.units + slot.reserve
+        for group in head.claim.groups:
+            if group.provider in my_pools:
+                demand[group.pool_key] += 1
+                pools[group.pool_key] = group.keys
+    found = []
+    caps = st.limits.caps
+    for key, wanted in demand.items():
+        if key in pools:
+            provider = key.partition(":")[2]
+            free = sum(
+                max(0, caps.get(f"{key}:{a}", 0) - st.in_use(f"{key}:{a}"))
+                for a in pools[key]
+                if (st.cooldown_until(provider, a) or 0.0) <= now
+            )
+            if key in caps:
+                free = min(free, caps[key] - st.in_use(key))
+            if free - 1 < wanted:
+                found.append(Blocker(key, Reason.INBOUND_WAITING))
+        elif key in caps and st.in_use(key) + mine[key] + wanted > caps[key]:
+            found.append(Blocker(key, Reason.INBOUND_WAITING))
+    return found
+
+
+def position(st: State, record: Record) -> int:
+    for index, entry in enumerate(st.queue_of(record.number)):
+        if entry.call_id == record.call_id and entry.account == record.account:
+            return index + 1
+    return 0
+
+
+def acquire(st: State, claim: Claim, now: float) -> Verdict:
+    """The whole admission step for one call (see the module docstring)."""
+    housekeeping(st, now)
+    blocked = promote(st, now)
+    existing = st.get(claim.account, claim.call_id)
+    if existing is not None:
+        return _replay(st, existing, claim, now)
+    blockers, choice = evaluate(st, claim, now)
+    if claim.direction == "inbound":
+        ahead = [e for e in st.queue_of(claim.number) if e.priority >= claim.priority]
+        if ahead and not blockers:
+            head_blockers = next((b for h, b in blocked if h.number == claim.number), [])
+            blockers = head_blockers or [Blocker(f"queue:{claim.number}", Reason.CAPACITY)]
+    else:
+        blockers += inbound_waiting(st, claim, blocked, now)
+    if not blockers or claim.force:
+        if blockers:
+            choice = _force_choice(st, claim, choice)
+        record = take(st, claim, choice, now, None, promoted=False)
+        return Verdict(VerdictKind.ADMITTED, record, tuple(blockers))
+    if claim.queue is None:
+        return Verdict(VerdictKind.BLOCKED, None, tuple(blockers))
+    record = Record(
+        account=claim.account, call_id=claim.call_id, state="queued",
+        fingerprint=claim.fingerprint, number=claim.number, direction=claim.direction,
+        priority=claim.priority,
+    )
+    queue_len = len(st.queue_of(claim.number))
+    if queue_len >= claim.queue.queue_max or claim.queue.max_wait_s <= 0:
+        reject(st, record, now, Reason.QUEUE_FULL, f"queue:{claim.number}", None)
+        return Verdict(VerdictKind.QUEUE_FULL, record, tuple(blockers))
+    record.claim = claim
+    record.seq = st.next_seq()
+    record.enqueued_at = now
+    record.last_poll = now
+    record.deadline = now + claim.queue.max_wait_s
+    st.put(record)
+    return Verdict(VerdictKind.QUEUED, record, tuple(blockers), position(st, record))
+
+
+def _replay(st: State, record: Record, claim: Claim, now: float) -> Verdict:
+    if record.fingerprint != claim.fingerprint:
+        return Verdict(VerdictKind.CONFLICT, record)
+    if record.state == "leased":
+        return Verdict(VerdictKind.ADMITTED, record, replay=True)
+    if record.state == "queued":
+        record.last_poll = now
+        st.put(record)
+        assert record.claim is not None
+        blockers, _ = evaluate(st, record.claim, now)
+        if not blockers:
+            blockers = [Blocker(f"queue:{record.number}", Reason.CAPACITY)]
+        return Verdict(VerdictKind.QUEUED, record, tuple(blockers), position(st, record), True)
+    if record.state == "rejected":
+        return Verdict(VerdictKind.REPLAY, record, replay=True)
+    return Verdict(VerdictKind.ENDED, record, replay=True)
+
+
+def release(st: State, account: str | None, call_id: str, now: float) -> tuple[bool, bool]:
+    """Free a lease or cancel a queued call, then promote; idempotent."""
+    housekeeping(st, now)
+    record = st.get(account, call_id)
+    released = cancelled = False
+    if record is not None and record.state == "leased":
+        end_lease(st, record, now, "released")
+        released = True
+    elif record is not None and record.state == "queued":
+        record.state = "ended"
+        record.ended_by = "cancelled"
+        record.until = now + st.limits.ended_ttl_s
+        record.claim = None
+        st.put(record)
+        cancelled = True
+    promote(st, now)
+    return released, cancelled
+
+
+def renew(
+    st: State, account: str | None, call_id: str, ttl_s: float | None, now: float
+) -> RenewOutcome:
+    housekeeping(st, now)
+    promote(st, now)
+    record = st.get(account, call_id)
+    if record is None:
+        return RenewOutcome("unknown")
+    if record.state == "leased":
+        record.ttl_s = ttl_s or record.ttl_s
+        record.expires_at = min(now + record.ttl_s, record.max_end)
+        st.put(record)
+        return RenewOutcome("renewed", record)
+    if record.state == "queued":
+        return RenewOutcome("queued", record)
+    if record.state == "ended" and record.ended_by == "expired":
+        return RenewOutcome("expired", record)
+    return RenewOutcome("ended", record)
+
+
+def expire(st: State, now: float) -> int:
+    expired = housekeeping(st, now)
+    promote(st, now)
+    return expired
+
+
+def usage(st: State, now: float, in_use: dict[str, int], cooldowns: list[tuple[str, float]],
+          queue: list[Record], leases: int) -> UsageSnapshot:
+    """Shape a usage snapshot from what a store read inside its atomic step."""
+    queued: dict[str, int] = defaultdict(int)
+    for entry in queue:
+        if entry.claim is not None:
+            for key in entry.claim.scopes():
+                queued[key] += 1
+    layers = tuple(
+        LayerUsage(key, in_use.get(key, 0), cap, queued.get(key, 0))
+        for key, cap in st.limits.caps.items()
+    )
+    windows = tuple(
+        WindowUsage(key, len(st.events(key, now - period)), limit, period)
+        for key, (limit, period) in st.limits.windows.items()
+    )
+    return UsageSnapshot(
+        layers, windows, tuple((k, u) for k, u in cooldowns if u > now), tuple(queue), leases
+    )
