@@ -1,0 +1,57 @@
+"""A store that cannot be reached gives an explicit decision under the configured policy."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import stack_from
+from tests.gate.stacks import BASE, N1
+
+from callgate.gate import Gate
+from callgate.model import Call, Layer, Outcome, Reason
+from callgate.stores import SqliteStore
+from callgate.testing import FakeClock
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold SQLite's write lock from another connection, as a stuck writer would."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def gate_on(path: Path, text: str) -> Gate:
+    stack = stack_from(text)
+    return Gate(stack, SqliteStore(path, Gate.limits_for(stack), busy_timeout_s=0.05), FakeClock())
+
+
+def test_locked_store_rejects_with_store_unavailable(tmp_path: Path) -> None:
+    """With on_store_error = reject, a store that cannot answer gives rejected/store_unavailable."""
+    gate = gate_on(tmp_path / "g.db", BASE)
+    with locked(tmp_path / "g.db"):
+        decision = gate.acquire(Call("c1", "inbound", N1))
+    assert (decision.outcome, decision.layer, decision.reason) == (
+        Outcome.REJECTED, Layer.STORE, Reason.STORE_UNAVAILABLE)
+    assert decision.retry_after_s and decision.message
+    assert gate.acquire(Call("c2", "inbound", N1)).outcome is Outcome.ADMITTED  # recovered
+
+
+def test_admit_local_admits_a_fraction_of_each_cap_in_process(tmp_path: Path) -> None:
+    """With admit_local, calls are admitted under local_fraction of every cap, then refused."""
+    text = BASE.replace('tombstone_ttl = "60s"', 'tombstone_ttl = "60s"\n'
+                        'on_store_error = "admit_local"\nlocal_fraction = 0.5')
+    gate = gate_on(tmp_path / "g.db", text)
+    with locked(tmp_path / "g.db"):
+        first = gate.acquire(Call("c1", "inbound", N1))
+        second = gate.acquire(Call("c2", "inbound", N1))
+        assert gate.release("c1").released  # a local lease is released locally
+    assert (first.outcome, first.reason) == (Outcome.ADMITTED, Reason.ADMITTED_LOCAL)
+    assert (second.outcome, second.reason) == (Outcome.REJECTED, Reason.STORE_UNAVAILABLE)
