@@ -62,11 +62,14 @@ def _applies(window: Window, direction: str) -> bool:
 
 @dataclass(frozen=True)
 class _Route:
-    """The fixed part of a claim for one number and direction."""
+    """The fixed part of a claim for one number and direction, computed at (re)load."""
 
     account: str
-    slots: tuple[SlotNeed, ...]
-    windows: tuple[str, ...]
+    base_slots: tuple[SlotNeed, ...]  # trunk, number, account
+    base_windows: tuple[str, ...]
+    slots: tuple[SlotNeed, ...] = ()  # with the stack's resources: calls without overrides
+    groups: tuple[KeyGroup, ...] = ()
+    windows: tuple[str, ...] = ()
 
 
 class Gate:
@@ -122,6 +125,7 @@ class Gate:
 
     def _apply(self, stack: Stack) -> None:
         self.stack = stack
+        self._queue_policy = QueuePolicy(stack.inbound.queue_max, stack.inbound.max_wait)
         self._limits = self.limits_for(stack)
         self._routes: dict[tuple[str, str], _Route] = {}
         for number, spec in stack.numbers.items():
@@ -147,7 +151,10 @@ class Gate:
                     for w in specs
                     if _applies(w, direction)
                 )
-                self._routes[(number, direction)] = _Route(spec.account, slots, windows)
+                base = _Route(spec.account, slots, windows)
+                probe = Call("-", direction, number)
+                full = self._overridden(probe, base)
+                self._routes[(number, direction)] = _Route(spec.account, slots, windows, *full)
         if stack.gate.on_store_error == "admit_local":
             local_limits = self.limits_for(stack, stack.gate.local_fraction)
             if self._local is None:
@@ -178,8 +185,25 @@ class Gate:
         if route is None:
             self.account_of(call.number)
             raise AssertionError("unreachable: every number has both routes")
+        if call.resources is None and call.providers is None:
+            slots, groups, windows = route.slots, route.groups, route.windows
+        else:
+            slots, groups, windows = self._overridden(call, route)
+        settings = self.stack.gate
+        queue = self._queue_policy if call.direction == "inbound" else None
+        return Claim(
+            account=route.account, call_id=call.call_id, number=call.number,
+            direction=call.direction, priority=call.priority, fingerprint=fingerprint(call),
+            slots=slots, groups=groups, windows=windows,
+            ttl_s=ttl_s or settings.lease_ttl, max_duration_s=settings.max_call_duration,
+            queue=queue, force=settings.mode == "shadow",
+        )
+
+    def _overridden(
+        self, call: Call, route: _Route
+    ) -> tuple[tuple[SlotNeed, ...], tuple[KeyGroup, ...], tuple[str, ...]]:
+        """Slots, groups and windows for a call that names its own providers or resources."""
         stack = self.stack
-        slots = route.slots
         if call.resources is None:
             units = {name: r.per_call for name, r in stack.resources.items()}
         else:
@@ -189,10 +213,12 @@ class Gate:
                 raise UnknownProviderError(
                     f"resources {unknown} are not in the stack; defined: {sorted(stack.resources)}"
                 )
-        slots += tuple(SlotNeed(f"resource:{name}", n) for name, n in units.items() if n > 0)
+        slots = route.base_slots + tuple(
+            SlotNeed(f"resource:{name}", n) for name, n in units.items() if n > 0
+        )
         names = stack.required_providers() if call.providers is None else call.providers
         groups = []
-        windows = route.windows
+        windows = route.base_windows
         for name in names:
             pool = stack.providers.get(name)
             if pool is None:
@@ -204,17 +230,7 @@ class Gate:
                 window_key("provider", name, w) for w in pool.windows
                 if _applies(w, call.direction)
             )
-        settings = stack.gate
-        queue = None
-        if call.direction == "inbound":
-            queue = QueuePolicy(stack.inbound.queue_max, stack.inbound.max_wait)
-        return Claim(
-            account=route.account, call_id=call.call_id, number=call.number,
-            direction=call.direction, priority=call.priority, fingerprint=fingerprint(call),
-            slots=slots, groups=tuple(groups), windows=windows,
-            ttl_s=ttl_s or settings.lease_ttl, max_duration_s=settings.max_call_duration,
-            queue=queue, force=settings.mode == "shadow",
-        )
+        return slots, tuple(groups), windows
 
     # primitives -----------------------------------------------------------------
     def acquire(self, call: Call, *, ttl_s: float | None = None) -> Decision:
