@@ -128,6 +128,15 @@ class Outbound(_Frozen):
     max_attempts: PositiveInt = 5
 
 
+class Costs(_Frozen):
+    """Monthly price of one more unit of each layer, for the planner's cheapest fix."""
+
+    number: float | None = Field(default=None, ge=0)
+    trunk_channel: float | None = Field(default=None, ge=0)
+    provider_session: dict[str, float] = {}
+    resource_unit: dict[str, float] = {}
+
+
 class Stack(_Frozen):
     """The whole configuration, validated and immutable."""
 
@@ -140,6 +149,7 @@ class Stack(_Frozen):
     resources: dict[str, Resource] = {}
     inbound: Inbound = Inbound()
     outbound: Outbound = Outbound()
+    costs: Costs = Costs()
 
     def required_providers(self) -> tuple[str, ...]:
         """Names of the provider pools every call needs unless it says otherwise."""
@@ -182,6 +192,13 @@ def _cross_check(stack: Stack) -> list[ConfigIssue]:
                 f"accounts.{name}.reserved_inbound", account.reserved_inbound,
                 f"must be below the plan's max_concurrent "
                 f"({stack.plans[account.plan].max_concurrent}) or outbound could never run"))
+    for kind, names, known in (("provider_session", stack.costs.provider_session, stack.providers),
+                               ("resource_unit", stack.costs.resource_unit, stack.resources)):
+        for name in names:
+            if name not in known:
+                what = kind.split("_")[0]
+                issues.append(ConfigIssue(f"costs.{kind}.{name}", name,
+                                          f"no such {what}; defined: {sorted(known)}"))
     for number, spec in stack.numbers.items():
         if spec.account not in stack.accounts:
             issues.append(ConfigIssue(f'numbers."{number}".account', spec.account,
