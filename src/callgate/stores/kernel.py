@@ -44,7 +44,14 @@ class State(Protocol):
     def put(self, record: Record) -> None: ...
     def in_use(self, key: str) -> int: ...
     def add(self, key: str, delta: int) -> None: ...
-    def events(self, key: str, since: float) -> list[float]: ...
+    def count_since(self, key: str, since: float) -> int:
+        """Admissions logged under ``key`` after ``since``."""
+        ...
+
+    def nth_since(self, key: str, since: float, n: int) -> float:
+        """The time of the ``n``-th (0-based, oldest first) admission after ``since``."""
+        ...
+
     def log_event(self, key: str, at: float) -> None: ...
     def cooldown_until(self, provider: str, alias: str) -> float | None: ...
     def due_leases(self, now: float) -> list[Record]: ...
@@ -111,12 +118,11 @@ def evaluate(st: State, claim: Claim, now: float) -> tuple[list[Blocker], Choice
         if spec is None:
             continue
         limit, period = spec
-        events = st.events(key, now - period)
-        if len(events) + 1 > limit:
+        count = st.count_since(key, now - period)
+        if count + 1 > limit:
             # The window has room again once enough of its oldest events have left it.
-            blockers.append(
-                Blocker(key, Reason.RATE_WINDOW, events[len(events) - limit] + period)
-            )
+            leaves = st.nth_since(key, now - period, count - limit) + period
+            blockers.append(Blocker(key, Reason.RATE_WINDOW, leaves))
     choice: Choice = {}
     for group in claim.groups:
         pool_cap = caps.get(group.pool_key)
@@ -366,7 +372,7 @@ def usage(st: State, now: float, in_use: dict[str, int], cooldowns: list[tuple[s
         for key, cap in st.limits.caps.items()
     )
     windows = tuple(
-        WindowUsage(key, len(st.events(key, now - period)), limit, period)
+        WindowUsage(key, st.count_since(key, now - period), limit, period)
         for key, (limit, period) in st.limits.windows.items()
     )
     return UsageSnapshot(

@@ -82,13 +82,19 @@ class _MemoryState:
         else:
             self.slots.pop(key, None)
 
-    def events(self, key: str, since: float) -> list[float]:
+    def _pruned(self, key: str, since: float) -> deque[float]:
         log = self.window_log.get(key)
-        if not log:
-            return []
+        if log is None:
+            return deque()
         while log and log[0] <= since:
             log.popleft()
-        return list(log)
+        return log
+
+    def count_since(self, key: str, since: float) -> int:
+        return len(self._pruned(key, since))
+
+    def nth_since(self, key: str, since: float, n: int) -> float:
+        return self._pruned(key, since)[n]
 
     def log_event(self, key: str, at: float) -> None:
         self.window_log.setdefault(key, deque()).append(at)

@@ -95,7 +95,12 @@ class _SqliteState:
         else:
             row = self.db.execute("SELECT body FROM calls WHERE account = ? AND call_id = ?",
                                   (account, call_id)).fetchone()
-        return load_record(row[0]) if row else None
+        if row is None:
+            return None
+        record = load_record(row[0])
+        if record.held:  # a release or expiry will touch these: read them in one query
+            self.prefetch([key for key, _ in record.held])
+        return record
 
     def put(self, record: Record) -> None:
         self.db.execute(
@@ -115,10 +120,16 @@ class _SqliteState:
         self.slots[key] = self.in_use(key) + delta
         self.dirty.add(key)
 
-    def events(self, key: str, since: float) -> list[float]:
-        rows = self.db.execute("SELECT at FROM events WHERE key = ? AND at > ? ORDER BY at",
-                               (key, since)).fetchall()
-        return [row[0] for row in rows]
+    def count_since(self, key: str, since: float) -> int:
+        row = self.db.execute("SELECT count(*) FROM events WHERE key = ? AND at > ?",
+                              (key, since)).fetchone()
+        return int(row[0])
+
+    def nth_since(self, key: str, since: float, n: int) -> float:
+        row = self.db.execute(
+            "SELECT at FROM events WHERE key = ? AND at > ? ORDER BY at LIMIT 1 OFFSET ?",
+            (key, since, n)).fetchone()
+        return float(row[0])
 
     def log_event(self, key: str, at: float) -> None:
         period = self.limits.windows[key][1]
@@ -135,7 +146,9 @@ class _SqliteState:
         rows = self.db.execute(
             "SELECT body FROM calls WHERE state = 'leased' AND expires_at <= ?", (now,)
         ).fetchall()
-        return [load_record(row[0]) for row in rows]
+        records = [load_record(row[0]) for row in rows]
+        self.prefetch(sorted({key for record in records for key, _ in record.held}))
+        return records
 
     def due_queued(self, now: float) -> list[Record]:
         rows = self.db.execute(
@@ -152,10 +165,14 @@ class _SqliteState:
             self.db.execute("DELETE FROM events WHERE gone_at <= ?", (now,))
 
     def queue_heads(self) -> list[Record]:
-        numbers = self.db.execute(
-            "SELECT DISTINCT number FROM calls WHERE state = 'queued'"
+        rows = self.db.execute(
+            "SELECT number, body FROM calls WHERE state = 'queued' "
+            "ORDER BY number, priority DESC, seq"
         ).fetchall()
-        return [self.queue_of(row[0])[0] for row in numbers]
+        heads: dict[str, str] = {}
+        for number, body in rows:
+            heads.setdefault(number, body)
+        return [load_record(body) for body in heads.values()]
 
     def queue_of(self, number: str) -> list[Record]:
         rows = self.db.execute(
