@@ -51,13 +51,16 @@ class KeyGroup:
 
     provider: str
     keys: tuple[str, ...]
+    # Built once per stack and shared by every lease, rather than formatted per call.
+    pool_key: str = field(init=False, repr=False, compare=False)
+    _slots: dict[str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def pool_key(self) -> str:
-        return f"provider:{self.provider}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pool_key", f"provider:{self.provider}")
+        object.__setattr__(self, "_slots", {a: f"provider:{self.provider}:{a}" for a in self.keys})
 
     def key_slot(self, alias: str) -> str:
-        return f"provider:{self.provider}:{alias}"
+        return self._slots[alias]
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ class Blocker:
     until: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """What a store keeps per (account, call_id)."""
 

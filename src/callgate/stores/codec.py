@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from typing import Any
 
 from callgate.model import Reason
 from callgate.stores.base import Claim, KeyGroup, QueuePolicy, Record, SlotNeed
 
+_DEFAULTS = {f.name: f.default for f in fields(Record) if f.default is not MISSING}
+
 
 def dump_record(record: Record) -> str:
+    """JSON of ``record`` without the fields left at their defaults (most of a lease's)."""
     # dataclasses.asdict deep-copies every field; a shallow dict is several times faster
     # and only the claim (a nested frozen dataclass) needs converting.
-    data = dict(record.__dict__)
+    data: dict[str, Any] = {}
+    for name in _NAMES:
+        value = getattr(record, name)
+        if name not in _DEFAULTS or value != _DEFAULTS[name]:
+            data[name] = value
     if record.claim is not None:
-        data["claim"] = asdict(record.claim)
+        data["claim"] = {
+            f.name: getattr(record.claim, f.name) for f in fields(Claim)
+        }
+        data["claim"]["slots"] = [asdict(slot) for slot in record.claim.slots]
+        data["claim"]["groups"] = [
+            {"provider": g.provider, "keys": g.keys} for g in record.claim.groups
+        ]
+        queue = record.claim.queue
+        data["claim"]["queue"] = asdict(queue) if queue is not None else None
     return json.dumps(data, separators=(",", ":"))
+
+
+_NAMES = [f.name for f in fields(Record)]
 
 
 def _claim(data: dict[str, Any]) -> Claim:
@@ -34,7 +52,10 @@ def _claim(data: dict[str, Any]) -> Claim:
 
 def load_record(text: str) -> Record:
     data = json.loads(text)
-    data["held"] = tuple((key, units) for key, units in data["held"])
-    data["claim"] = _claim(data["claim"]) if data["claim"] is not None else None
-    data["reason"] = Reason(data["reason"]) if data["reason"] is not None else None
+    if "held" in data:
+        data["held"] = tuple((key, units) for key, units in data["held"])
+    if data.get("claim") is not None:
+        data["claim"] = _claim(data["claim"])
+    if data.get("reason") is not None:
+        data["reason"] = Reason(data["reason"])
     return Record(**data)

@@ -162,13 +162,29 @@ def _force_choice(st: State, claim: Claim, choice: Choice) -> Choice:
     return forced
 
 
+_HELD: dict[tuple[object, ...], tuple[tuple[str, int], ...]] = {}
+
+
+def _held(claim: Claim, choice: Choice) -> tuple[tuple[str, int], ...]:
+    """The slots a lease holds; shared between leases of the same route and keys (memory)."""
+    ident = (claim.slots, claim.groups, *choice.values())
+    held = _HELD.get(ident)
+    if held is None:
+        items = [(slot.key, slot.units) for slot in claim.slots]
+        for group in claim.groups:
+            items.append((group.pool_key, 1))
+            items.append((group.key_slot(choice[group.provider]), 1))
+        held = tuple(items)
+        if len(_HELD) > 10_000:  # stacks change on reload; never let the cache grow unbounded
+            _HELD.clear()
+        _HELD[ident] = held
+    return held
+
+
 def take(
     st: State, claim: Claim, choice: Choice, now: float, record: Record | None, promoted: bool
 ) -> Record:
-    held = [(slot.key, slot.units) for slot in claim.slots]
-    for group in claim.groups:
-        held.append((group.pool_key, 1))
-        held.append((group.key_slot(choice[group.provider]), 1))
+    held = _held(claim, choice)
     for key, units in held:
         st.add(key, units)
     for key in claim.windows:
@@ -180,7 +196,7 @@ def take(
             priority=claim.priority,
         )
     record.state = "leased"
-    record.held = tuple(held)
+    record.held = held
     record.keys = dict(choice)
     record.admitted_at = now
     record.max_end = now + claim.max_duration_s
