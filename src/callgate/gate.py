@@ -61,6 +61,16 @@ def _applies(window: Window, direction: str) -> bool:
 
 
 @dataclass(frozen=True)
+class _Loaded:
+    """What the gate derives from one stack, swapped in whole on reload."""
+
+    stack: Stack
+    limits: Limits
+    routes: dict[tuple[str, str], _Route]
+    queue_policy: QueuePolicy
+
+
+@dataclass(frozen=True)
 class _Route:
     """The fixed part of a claim for one number and direction, computed at (re)load."""
 
@@ -84,7 +94,7 @@ class Gate:
         self._local: MemoryStore | None = None
         self._local_calls: dict[str, str] = {}
         self._apply(stack)
-        store.configure(self._limits)
+        store.configure(self._loaded.limits)
 
     # configuration ----------------------------------------------------------
     @staticmethod
@@ -123,11 +133,14 @@ class Gate:
         return Limits(caps, windows, settings.poll_timeout, settings.tombstone_ttl,
                       settings.ended_ttl, tuple(stack.accounts))
 
+    @property
+    def stack(self) -> Stack:
+        return self._loaded.stack
+
     def _apply(self, stack: Stack) -> None:
-        self.stack = stack
-        self._queue_policy = QueuePolicy(stack.inbound.queue_max, stack.inbound.max_wait)
-        self._limits = self.limits_for(stack)
-        self._routes: dict[tuple[str, str], _Route] = {}
+        # Everything derived from the stack is built aside and swapped in with one
+        # assignment, so a call on another thread sees the old stack or the new one whole.
+        routes: dict[tuple[str, str], _Route] = {}
         for number, spec in stack.numbers.items():
             account = stack.accounts[spec.account]
             trunk = stack.trunks[spec.trunk]
@@ -153,8 +166,10 @@ class Gate:
                 )
                 base = _Route(spec.account, slots, windows)
                 probe = Call("-", direction, number)
-                full = self._overridden(probe, base)
-                self._routes[(number, direction)] = _Route(spec.account, slots, windows, *full)
+                full = self._overridden(probe, base, stack)
+                routes[(number, direction)] = _Route(spec.account, slots, windows, *full)
+        queue_policy = QueuePolicy(stack.inbound.queue_max, stack.inbound.max_wait)
+        self._loaded = _Loaded(stack, self.limits_for(stack), routes, queue_policy)
         if stack.gate.on_store_error == "admit_local":
             local_limits = self.limits_for(stack, stack.gate.local_fraction)
             if self._local is None:
@@ -165,7 +180,7 @@ class Gate:
     def reload(self, stack: Stack) -> None:
         """Swap in a new stack; every lease and queue entry is kept, disabled keys re-enabled."""
         self._apply(stack)
-        self._store.configure(self._limits)
+        self._store.configure(self._loaded.limits)
         self._store.clear_disabled(self.clock())
         if self._local is not None:
             self._local.clear_disabled(self.clock())
@@ -181,16 +196,18 @@ class Gate:
     # the claim ----------------------------------------------------------------
     def claim_for(self, call: Call, ttl_s: float | None = None) -> Claim:
         """Every slot, key group and window ``call`` needs under the current stack."""
-        route = self._routes.get((call.number, call.direction))
+        loaded = self._loaded
+        route = loaded.routes.get((call.number, call.direction))
         if route is None:
-            self.account_of(call.number)
-            raise AssertionError("unreachable: every number has both routes")
+            raise UnknownNumberError(
+                f"number {call.number!r} is not in the stack; add it under [numbers] to gate it"
+            )
         if call.resources is None and call.providers is None:
             slots, groups, windows = route.slots, route.groups, route.windows
         else:
-            slots, groups, windows = self._overridden(call, route)
-        settings = self.stack.gate
-        queue = self._queue_policy if call.direction == "inbound" else None
+            slots, groups, windows = self._overridden(call, route, loaded.stack)
+        settings = loaded.stack.gate
+        queue = loaded.queue_policy if call.direction == "inbound" else None
         return Claim(
             account=route.account, call_id=call.call_id, number=call.number,
             direction=call.direction, priority=call.priority, fingerprint=fingerprint(call),
@@ -199,11 +216,11 @@ class Gate:
             queue=queue, force=settings.mode == "shadow",
         )
 
+    @staticmethod
     def _overridden(
-        self, call: Call, route: _Route
+        call: Call, route: _Route, stack: Stack
     ) -> tuple[tuple[SlotNeed, ...], tuple[KeyGroup, ...], tuple[str, ...]]:
         """Slots, groups and windows for a call that names its own providers or resources."""
-        stack = self.stack
         if call.resources is None:
             units = {name: r.per_call for name, r in stack.resources.items()}
         else:
@@ -278,7 +295,8 @@ class Gate:
         if status in (401, 403):
             until = DISABLED
         elif status == 429 or 500 <= status <= 599:
-            until = self.clock() + (retry_after_s if retry_after_s else pool.cooldown)
+            rest = pool.cooldown if retry_after_s is None else retry_after_s
+            until = self.clock() + rest
         else:
             raise ValueError(
                 f"status {status} does not cool a key down; accepted: 401, 403 (disable until "
@@ -380,12 +398,7 @@ class Gate:
             pick, wait = self._pick(call, verdict.blockers, now)
             layer, scope = split_key(pick.key)
             if call.attempt >= self.stack.outbound.max_attempts:
-                self._store.tombstone(Record(
-                    account=self.account_of(call.number), call_id=call.call_id,
-                    state="rejected", fingerprint=fingerprint(call), number=call.number,
-                    direction=call.direction, reason=Reason.MAX_ATTEMPTS, blocker_key=pick.key,
-                    until=now + self.stack.gate.tombstone_ttl,
-                ))
+                self._remember_rejection(call, pick.key, now)
                 return Decision(call.call_id, Outcome.REJECTED, layer, scope,
                                 Reason.MAX_ATTEMPTS, message=_attempts_message(call.attempt))
             return Decision(call.call_id, Outcome.RETRY_LATER, layer, scope, pick.reason,
@@ -400,6 +413,18 @@ class Gate:
                             retry_after_s=retry, message=message)
         return Decision(call.call_id, Outcome.REJECTED, Layer.NUMBER, call.number,
                         Reason.CALL_ENDED, message=ENDED_MESSAGE)
+
+    def _remember_rejection(self, call: Call, key: str, now: float) -> None:
+        """Tombstone a final rejection so retries of the same id replay it."""
+        try:
+            self._store.tombstone(Record(
+                account=self.account_of(call.number), call_id=call.call_id, state="rejected",
+                fingerprint=fingerprint(call), number=call.number, direction=call.direction,
+                reason=Reason.MAX_ATTEMPTS, blocker_key=key,
+                until=now + self.stack.gate.tombstone_ttl,
+            ))
+        except StoreError as exc:  # the rejection stands; only its replay is lost
+            log.warning("could not record the rejection of %s: %s", call.call_id, exc)
 
     def _pick(self, call: Call, blockers: tuple[Blocker, ...], now: float) -> tuple[Blocker, float]:
         """The blocker with the largest retry-after, and that retry-after in seconds."""
@@ -416,11 +441,12 @@ class Gate:
 
     def _queue_estimate(self, key: str, position: int) -> float:
         """Seconds until ``position`` callers have passed through the blocking scope."""
-        window = self._limits.windows.get(key)
+        limits = self._loaded.limits
+        window = limits.windows.get(key)
         if window is not None:
             limit, period = window
             return position * period / max(limit, 1)
-        cap = self._limits.caps.get(key) or 1
+        cap = limits.caps.get(key) or 1
         return position * self.stack.inbound.handle_time / cap
 
     def _backoff(self, attempt: int) -> float:
