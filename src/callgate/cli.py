@@ -1,0 +1,203 @@
+"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP.
+
+Every command reads the stack from ``--config PATH`` (or ``CALLGATE_CONFIG``; the flag
+wins). A wrong stack prints each problem (key path, bad value, what is accepted) and
+exits 2; a wrong flag exits 2 with click's message; anything unexpected prints one line
+and exits 1 (``--debug`` or ``CALLGATE_DEBUG=1`` shows the traceback). No traceback
+reaches a user otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from callgate import __version__
+from callgate.config import CONFIG_ENV, Stack, load_stack
+from callgate.errors import ConfigError, StoreError
+from callgate.planning.capacity import (
+    LayerCapacity,
+    bottleneck,
+    effective_capacity,
+    layer_capacities,
+)
+from callgate.planning.command import plan
+
+DEBUG_ENV = "CALLGATE_DEBUG"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``message`` in red on stderr (no markup, no traceback) and exit with ``code``."""
+    _err_console().print(message, style="red", markup=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def config_option(command: F) -> F:
+    """``--config PATH``, from ``CALLGATE_CONFIG`` when the flag is not given."""
+    return click.option(
+        "--config", "config", envvar=CONFIG_ENV, metavar="PATH", show_envvar=True,
+        help="The stack file (TOML).",
+    )(command)
+
+
+def read_stack(config: str | None, *, store: str | None = None) -> Stack:
+    """The validated stack, or exit 2 with every problem listed."""
+    if not config:
+        raise click.UsageError(f"no stack file: pass --config PATH or set {CONFIG_ENV}")
+    try:
+        return load_stack(config, store=store)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="callgate")
+@click.option("--debug", is_flag=True, envvar=DEBUG_ENV, show_envvar=True,
+              help="Show the traceback of an unexpected error.")
+def cli(debug: bool) -> None:
+    """Admission control and capacity planning for AI phone agents."""
+
+
+# check --------------------------------------------------------------------------------
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def check(config: str | None, as_json: bool) -> None:
+    """Validate the stack and print every layer's capacity (in concurrent calls)."""
+    stack = read_stack(config)
+    layers, effective, neck = layer_capacities(stack), effective_capacity(stack), bottleneck(stack)
+    if as_json:
+        document = {"layers": [asdict(row) for row in layers],
+                    "effective": [asdict(row) for row in effective],
+                    "bottleneck": asdict(neck)}
+        click.echo(json.dumps(document, indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(_table(f"{config}: capacity per scope (concurrent calls)", layers))
+    console.print(_table("Effective capacity per layer, across the stack", effective))
+    console.print(f"[green]stack OK.[/] Bottleneck: [bold]{escape(neck.layer)} "
+                  f"{escape(neck.scope)}[/], {neck.cap} concurrent calls.")
+
+
+def _table(title: str, rows: list[LayerCapacity]) -> Table:
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("layer")
+    table.add_column("scope")
+    table.add_column("cap", justify="right")
+    table.add_column("note")
+    for row in rows:
+        table.add_row(escape(row.layer), escape(row.scope), str(row.cap), escape(row.note))
+    return table
+
+
+# serve --------------------------------------------------------------------------------
+@cli.command()
+@config_option
+@click.option("--store", envvar="CALLGATE_STORE", metavar="URL", show_envvar=True,
+              help="memory:// or sqlite:///path.db  [default: the stack's [gate] store]")
+@click.option("--host", envvar="CALLGATE_HOST", default="127.0.0.1", show_default=True,
+              show_envvar=True)
+@click.option("--port", envvar="CALLGATE_PORT", type=click.IntRange(1, 65535), default=8080,
+              show_default=True, show_envvar=True)
+@click.option("--time-scale", envvar="CALLGATE_TIME_SCALE", show_envvar=True, default=1.0,
+              type=click.FloatRange(min=0, min_open=True), show_default=True,
+              help="Run the gate's clock this many times faster (for compressed load tests).")
+@click.option("--reaper-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              metavar="SECONDS", help="Wall seconds between expiry sweeps (0: no sweeps).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default="info", show_default=True)
+def serve(config: str | None, store: str | None, host: str, port: int, time_scale: float,
+          reaper_interval: float, log_level: str) -> None:
+    """Serve the gate's HTTP API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C."""
+    import uvicorn  # here, not at the top: `check` should not pay for the server's imports
+
+    from callgate.clock import Clock, ScaledClock, system_clock
+    from callgate.gate import Gate
+    from callgate.service.app import create_app, public_url
+    from callgate.stores import open_store
+
+    stack = read_stack(config, store=store)
+    url = stack.gate.store
+    try:
+        gate_store = open_store(url, Gate.limits_for(stack))
+    except (StoreError, ValueError) as exc:
+        fail(f"cannot open the store {public_url(url)!r}: {exc}", 2)
+    log_level = log_level.lower()
+    logging.basicConfig(level=logging.DEBUG if log_level == "trace" else log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    clock: Clock = system_clock if time_scale == 1 else ScaledClock(time_scale)
+    try:
+        app = create_app(Gate(stack, gate_store, clock), store_url=url,
+                         reaper_interval_s=reaper_interval or None, config_path=config)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10))
+        base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        console = Console(highlight=False, soft_wrap=True)
+        console.print(f"callgate {__version__}: gating {escape(str(config))} with store "
+                      f"{escape(public_url(url))}"
+                      + (f", clock x{time_scale:g}" if time_scale != 1 else ""))
+        console.print(f"listening on [bold]{base}[/]")
+        console.print(f"API docs: {base}/docs")
+        _exit_cleanly_after_signals()
+        server.run()
+    finally:
+        gate_store.close()
+    if not server.started:
+        fail("the server did not start; see the log above", 1)
+
+
+def _exit_cleanly_after_signals() -> None:
+    """Let SIGTERM/SIGINT end ``serve`` with exit 0 once uvicorn has drained.
+
+    uvicorn handles both signals while it runs (stop accepting, finish in-flight requests
+    within the graceful timeout), then restores the handlers it found and raises the
+    signal again. With the default handlers that second signal would kill the process
+    before the store is closed; these no-op handlers absorb it instead.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+
+
+# the entry point --------------------------------------------------------------------
+cli.add_command(plan)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``callgate``: run a command; no traceback reaches the user unless asked for."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = cli.main(args=args, prog_name="callgate", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        fail("aborted", 130)
+    except Exception as exc:
+        if "--debug" in args or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes"):
+            traceback.print_exc()
+        fail(f"callgate: unexpected error: {type(exc).__name__}: {exc} "
+             f"(--debug or {DEBUG_ENV}=1 shows the traceback)", 1)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""The HTTP API: a thin edge that turns JSON into gate calls and gate answers into JSON.
+
+Every decision, refusals included, is an HTTP 200: a full layer is an answer, not an
+error. Status codes other than 200 mean the *request* could not be decided: the caller
+sent something wrong (404 unknown number, 409 a reused call id, 422 a bad field) or the
+store is down (503). No stack trace ever reaches a client; the server log has it.
+
+Routes are plain ``def``: FastAPI runs them in its threadpool and the gate is
+thread-safe, so a slow SQLite transaction never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from callgate import __version__
+from callgate.config import load_stack
+from callgate.errors import (
+    CallConflictError,
+    ConfigError,
+    StoreError,
+    UnknownNumberError,
+    UnknownProviderError,
+)
+from callgate.gate import Gate
+from callgate.model import RenewStatus
+from callgate.service.schemas import (
+    CallRequest,
+    DecisionOut,
+    HealthOut,
+    LeaseOut,
+    ProviderErrorOut,
+    ProviderErrorRequest,
+    ReadyOut,
+    ReleaseOut,
+    ReloadOut,
+    RenewOut,
+    RenewRefusal,
+)
+
+log = logging.getLogger("callgate.service")
+
+DESCRIPTION = """\
+Admission control for AI phone agents: ask `POST /v1/calls` before connecting a call.
+Every decision (admitted, queued, retry_later, rejected) is an HTTP 200 naming the layer,
+scope and reason that decided it. Renew an admitted lease every `ttl_s / 3` seconds and
+`DELETE` it when the call ends; poll a queued call by sending the same body again.
+"""
+
+
+class ApiError(Exception):
+    """A request the API answers with ``status_code`` and a JSON ``body`` (never a trace)."""
+
+    def __init__(self, status_code: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("detail"))
+        self.status_code = status_code
+        self.body = body
+
+
+def create_app(
+    gate: Gate,
+    *,
+    store_url: str = "",
+    reaper_interval_s: float | None = None,
+    config_path: str | None = None,
+) -> FastAPI:
+    """The API for ``gate``.
+
+    ``store_url`` is what ``/readyz`` reports and what a reload keeps (the store cannot
+    change while running); ``config_path`` is the stack file ``/v1/admin/reload`` re-reads;
+    with ``reaper_interval_s`` a background task expires due leases every that many
+    (wall-clock) seconds, so queue heads are promoted even when no request comes in.
+    """
+    app = FastAPI(
+        title="callgate", version=__version__, description=DESCRIPTION,
+        lifespan=_reaper(gate, reaper_interval_s),
+    )
+    _install_error_handlers(app)
+    reload_lock = threading.Lock()
+
+    @app.post("/v1/calls", tags=["calls"])
+    def acquire(body: CallRequest, response: Response) -> DecisionOut:
+        """May this call start now? Every decision is a 200; poll a queued call likewise."""
+        try:
+            decision = gate.acquire(body.to_call())
+        except CallConflictError as exc:
+            raise ApiError(409, {"detail": str(exc), "error": "call_conflict"}) from None
+        except UnknownNumberError as exc:
+            raise ApiError(404, {"detail": str(exc), "error": "unknown_number"}) from None
+        except UnknownProviderError as exc:
+            raise ApiError(422, {"detail": str(exc), "error": "unknown_provider"}) from None
+        out = DecisionOut.of(decision)
+        retry_after = out.retry_after_header()
+        if retry_after is not None:
+            response.headers["Retry-After"] = retry_after
+        return out
+
+    @app.post(
+        "/v1/calls/{call_id}/renew", tags=["calls"],
+        responses={404: {"model": RenewRefusal, "description": "No live lease to renew."}},
+    )
+    def renew(
+        call_id: str,
+        account: str | None = None,
+        ttl_s: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+    ) -> RenewOut:
+        """Heartbeat: push the lease's expiry to now + ttl_s (every ttl_s / 3 seconds)."""
+        result = gate.renew(call_id, account, ttl_s)
+        if result.status is not RenewStatus.RENEWED or result.lease is None:
+            raise ApiError(404, RenewRefusal.of(call_id, result.status).model_dump())
+        return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
+
+    @app.delete("/v1/calls/{call_id}", tags=["calls"])
+    def release(call_id: str, account: str | None = None) -> ReleaseOut:
+        """The call ended (or the caller hung up while queued); idempotent."""
+        result = gate.release(call_id, account)
+        return ReleaseOut(released=result.released, cancelled=result.cancelled)
+
+    @app.get("/v1/usage", tags=["state"])
+    def usage() -> dict[str, Any]:
+        """Every layer's in-use, cap and queued; windows; key cooldowns."""
+        return gate.usage()
+
+    @app.get("/v1/queue", tags=["state"])
+    def queue() -> dict[str, Any]:
+        """Every queued call, per number in queue order."""
+        return {"entries": gate.queue()}
+
+    @app.post("/v1/providers/{provider}/keys/{key}/errors", tags=["providers"])
+    def provider_error(provider: str, key: str, body: ProviderErrorRequest) -> ProviderErrorOut:
+        """A provider answered 429/5xx (cool the key down) or 401/403 (disable it until reload)."""
+        try:
+            until = gate.report_provider_error(provider, key, body.status, body.retry_after_s)
+        except UnknownProviderError as exc:
+            raise ApiError(404, {"detail": str(exc), "error": "unknown_provider"}) from None
+        except ValueError as exc:
+            raise ApiError(422, _invalid([_field("body.status", body.status, str(exc))])) from None
+        return ProviderErrorOut(provider=provider, key=key,
+                                cooldown_until=None if math.isinf(until) else until)
+
+    @app.post("/v1/admin/reload", tags=["admin"])
+    def reload() -> ReloadOut:
+        """Re-read the stack file; leases and queues are kept, a bad file changes nothing."""
+        if config_path is None:
+            raise ApiError(409, {"detail": "no config file to reload: this server was started "
+                                           "without a stack file", "error": "no_config"})
+        with reload_lock:
+            try:
+                stack = load_stack(config_path, store=store_url or None)
+            except ConfigError as exc:
+                issues = [{"path": i.path, "value": _jsonable(i.value), "message": i.message}
+                          for i in exc.issues]
+                raise ApiError(422, {"detail": f"{exc}\nthe running stack is unchanged",
+                                     "error": "invalid_stack", "issues": issues}) from None
+            if stack.gate.store != gate.stack.gate.store:
+                log.warning("reload: gate.store changed to %r; a new store needs a restart",
+                            stack.gate.store)
+            gate.reload(stack)
+        layers = len(Gate.limits_for(stack).caps)
+        log.info("reloaded %s: %d capped scopes", config_path, layers)
+        return ReloadOut(reloaded=True, layers=layers)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> HealthOut:
+        """The process is up."""
+        return HealthOut(status="ok")
+
+    @app.get("/readyz", tags=["health"],
+             responses={503: {"description": "The store cannot be reached."}})
+    def readyz() -> ReadyOut:
+        """The store answers: this process can decide calls."""
+        try:
+            gate.ping()
+        except StoreError as exc:
+            raise ApiError(503, {"status": "store_unavailable", "detail": str(exc)}) from None
+        return ReadyOut(status="ready", store=public_url(store_url or gate.stack.gate.store))
+
+    return app
+
+
+# errors ---------------------------------------------------------------------------
+def _install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(exc.body, status_code=exc.status_code)
+
+    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse(_invalid(_field_errors(exc.errors())), status_code=422)
+
+    async def store_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"{exc}; retry shortly", "reason": "store_unavailable"},
+                            status_code=503)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error; the server log has the details",
+                             "error": "internal"}, status_code=500)
+
+    handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
+        ApiError: api_error,
+        RequestValidationError: invalid_request,
+        StoreError: store_down,
+        Exception: unexpected,
+    }
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)
+
+
+def _invalid(fields: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"detail": fields, "error": "invalid request"}
+
+
+def _field(field: str, value: Any, message: str) -> dict[str, Any]:
+    return {"field": field, "value": _jsonable(value), "message": message}
+
+
+def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic's errors as ``{"field": "body.direction", "value": ..., "message": ...}``."""
+    fields = []
+    for err in errors:
+        kind = err.get("type", "")
+        name = ".".join(str(part) for part in err.get("loc", ())) or "body"
+        value = err.get("input")
+        message = str(err.get("msg", "invalid value"))
+        if kind == "missing":
+            value, message = None, "field required"
+        elif kind == "extra_forbidden":
+            message = "unknown field (check the spelling; /docs lists the accepted fields)"
+        fields.append(_field(name, value, message))
+    return fields
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return jsonable_encoder(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def public_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to show on a health page)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+
+
+# the reaper -------------------------------------------------------------------------
+def _reaper(
+    gate: Gate, interval_s: float | None
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_reap(gate, interval_s)) if interval_s else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return lifespan
+
+
+async def _reap(gate: Gate, interval_s: float) -> None:
+    """Expire due leases every ``interval_s`` seconds; a failing store is logged, not fatal."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            expired = await asyncio.to_thread(gate.expire)
+        except StoreError as exc:
+            log.warning("reaper: store unavailable (will retry in %g s): %s", interval_s, exc)
+            continue
+        except Exception:
+            log.exception("reaper: unexpected error (will retry in %g s)", interval_s)
+            continue
+        if expired:
+            log.info("reaper: %d lease(s) expired and their slots freed", expired)

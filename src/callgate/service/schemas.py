@@ -1,0 +1,157 @@
+"""The HTTP API's request and response bodies (pydantic; they shape the OpenAPI at ``/docs``).
+
+Requests forbid unknown fields, so a misspelt ``priorty`` is a 422 naming it rather than
+a silently ignored default. Times are epoch seconds (``expires_at``, ``cooldown_until``);
+durations are seconds and say so (``ttl_s``, ``retry_after_s``, ``estimated_wait_s``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from callgate.model import Call, Decision, Lease, RenewStatus
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CallRequest(_Request):
+    """May this call start now? Send the same body again to poll a queued call."""
+
+    call_id: str = Field(min_length=1, description="Your id for the call; unique per account.")
+    direction: Literal["inbound", "outbound"]
+    number: str = Field(min_length=1, description="Our number (dialled, or the caller id).")
+    remote: str | None = Field(default=None, description="The other party's number.")
+    priority: int = Field(default=0, description="Higher is served first in the queue.")
+    attempt: int = Field(default=1, ge=1, description="Outbound: 1 for the first try, then 2...")
+    providers: list[str] | None = Field(
+        default=None, description="Provider pools this call needs (replaces the stack's set)."
+    )
+    resources: dict[str, NonNegativeInt] | None = Field(
+        default=None, description="Units of each resource this call needs (replaces per_call)."
+    )
+
+    def to_call(self) -> Call:
+        return Call(
+            call_id=self.call_id, direction=self.direction, number=self.number,
+            remote=self.remote, priority=self.priority, attempt=self.attempt,
+            providers=None if self.providers is None else tuple(self.providers),
+            resources=self.resources,
+        )
+
+
+class LeaseOut(BaseModel):
+    """An admitted call's lease: renew it before ``expires_at`` (epoch seconds)."""
+
+    account: str
+    expires_at: float
+    ttl_s: float
+    admitted_at: float
+    keys: dict[str, str] = Field(description="The key alias chosen in each provider pool.")
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseOut:
+        return cls(account=lease.account, expires_at=lease.expires_at, ttl_s=lease.ttl_s,
+                   admitted_at=lease.admitted_at, keys=dict(lease.keys))
+
+
+class QueueOut(BaseModel):
+    position: int = Field(description="1 = next on this number.")
+    estimated_wait_s: float
+
+
+class DecisionOut(BaseModel):
+    """The answer to a call; every outcome, refusals included, is an HTTP 200."""
+
+    call_id: str
+    decision: Literal["admitted", "queued", "retry_later", "rejected"]
+    layer: str | None
+    scope: str | None
+    reason: str
+    lease: LeaseOut | None
+    queue: QueueOut | None
+    retry_after_s: float | None
+    message: str | None
+
+    @classmethod
+    def of(cls, decision: Decision) -> DecisionOut:
+        queue = decision.queue
+        return cls(
+            call_id=decision.call_id, decision=decision.outcome.value,
+            layer=None if decision.layer is None else decision.layer.value,
+            scope=decision.scope, reason=decision.reason.value,
+            lease=None if decision.lease is None else LeaseOut.of(decision.lease),
+            queue=None if queue is None else QueueOut(
+                position=queue.position, estimated_wait_s=queue.estimated_wait_s),
+            retry_after_s=decision.retry_after_s, message=decision.message,
+        )
+
+    def retry_after_header(self) -> str | None:
+        """``Retry-After`` in whole seconds, rounded up (None when there is nothing to wait)."""
+        if self.retry_after_s is None:
+            return None
+        return str(max(0, math.ceil(self.retry_after_s)))
+
+
+class RenewOut(BaseModel):
+    call_id: str
+    lease: LeaseOut
+
+
+class RenewRefusal(BaseModel):
+    """Why a lease cannot be renewed; the agent must stop using the slots."""
+
+    detail: str
+    status: Literal["unknown", "expired", "ended", "queued"]
+
+    @classmethod
+    def of(cls, call_id: str, status: RenewStatus) -> RenewRefusal:
+        reacquire = "re-acquire with POST /v1/calls before carrying on (a new call id)"
+        details = {
+            RenewStatus.UNKNOWN: f"call {call_id!r} holds no lease (never admitted, or ended "
+                                 f"long ago); {reacquire}",
+            RenewStatus.EXPIRED: f"the lease of call {call_id!r} expired (not renewed within its "
+                                 f"ttl_s) and its slots were freed; {reacquire}",
+            RenewStatus.ENDED: f"call {call_id!r} was released or cancelled; {reacquire}",
+            RenewStatus.QUEUED: f"call {call_id!r} is queued, not admitted: keep polling "
+                                "POST /v1/calls with the same body until it is admitted",
+        }
+        return cls.model_validate({"detail": details[status], "status": status.value})
+
+
+class ReleaseOut(BaseModel):
+    released: bool = Field(description="A lease was freed.")
+    cancelled: bool = Field(description="A queued call was taken out of its queue.")
+
+
+class ProviderErrorRequest(_Request):
+    """A provider answered ``status`` for one key (429 or 5xx cools it; 401/403 disable it)."""
+
+    status: int = Field(ge=100, le=599)
+    retry_after_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class ProviderErrorOut(BaseModel):
+    provider: str
+    key: str
+    cooldown_until: float | None = Field(
+        description="Epoch seconds; null = disabled until the stack is reloaded."
+    )
+
+
+class ReloadOut(BaseModel):
+    reloaded: bool
+    layers: int = Field(description="Capped scopes now enforced (rows of /v1/usage layers).")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    store: str
