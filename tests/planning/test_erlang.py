@@ -16,17 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate.planning.erlang import (
-    AbandonStats,
     QueueStats,
     agents_for_asa,
     agents_for_service_level,
-    agents_for_service_level_abandon,
-    erlang_a,
     erlang_b,
     erlang_c,
     lines_for_blocking,
     traffic_for_blocking,
 )
+from callgate.planning.erlang_a import AbandonStats, agents_for_service_level_abandon, erlang_a
 
 # ------------------------------------------------------------------ independent references
 

@@ -1,0 +1,473 @@
+"""A capacity plan as terminal tables (rich), JSON, or one self-contained HTML page.
+
+The three views show the same sections, built once by :func:`sections`.
+
+JSON document (``callgate plan --json``; :func:`to_document`)
+---------------------------------------------------------------
+Stable keys, version 1. Units: concurrency in calls, rates in calls per hour (``_per_hour``)
+or per second (``_per_s``), times in seconds (``_s``), costs per month in the currency of
+``[costs]``. Any infinite value (an unstable queue's wait) is ``null``.
+
+- ``version`` (1), ``config`` (the stack path), ``direction`` (``inbound``/``outbound``),
+  ``number`` (the planned number, or ``null`` for the whole stack), ``aht_s``.
+- ``volume``: ``kind`` (``per_day``, ``per_hour``, ``profile``), ``calls_per_day`` (the
+  day's calls; ``null`` for ``per_hour``), ``calls_per_hour`` (``per_hour`` only, else
+  ``null``), ``description`` (the profile's), ``hourly_calls`` (24 numbers: the profile,
+  a day-shaped curve for ``per_day``, flat for ``per_hour``), ``average_calls_per_hour``,
+  ``busy_hour`` (0..23 from a profile, else ``null``), ``busy_hour_calls``,
+  ``busy_hour_ratio`` (the busy hour's share of the day: 0.1 assumed for ``per_day``, the
+  profile's max / total, ``null`` for ``per_hour``).
+- ``littles_law``: ``average_concurrency`` (average calls/h / 3600 x AHT),
+  ``busy_hour_concurrency`` (the busy hour's traffic in erlangs).
+- ``peak``: ``peak_factor``, ``rule_of_thumb`` (average concurrency x peak factor),
+  ``rule_of_thumb_slots`` (rounded up), ``peak_arrivals_per_s`` (busy-hour calls x peak
+  factor / 3600).
+- ``targets``: ``blocking``, ``service_level``, ``answer_within_s``, ``patience_s``,
+  ``max_abandon`` (``null`` when not set).
+- ``erlang``: ``traffic_erlangs``, ``lines_for_blocking`` (Erlang B),
+  ``agents_for_service_level`` (Erlang C), ``agents_for_service_level_abandon`` (Erlang A),
+  ``agents_for_abandon`` (Erlang A); ``null`` when the target is not set or, outbound,
+  does not apply (outbound never holds a caller).
+- ``requirement`` (concurrent calls to provision: the largest of the rule of thumb and the
+  Erlang figures), ``requirement_basis`` (``erlang_b``, ``erlang_c``,
+  ``erlang_a_service_level``, ``erlang_a_abandon`` or ``rule_of_thumb``), ``explanation``.
+- ``path``: one object per layer along the call's path, in path order: ``layer``
+  (``number``, ``trunk``, ``account``, ``provider``, ``resource``, ``window``), ``scope``,
+  ``cap``, ``note``, ``headroom`` (cap - requirement).
+- ``bottleneck``: ``layer``, ``scope``, ``cap``, ``note`` of the lowest cap;
+  ``headroom`` (bottleneck cap - requirement), ``shortfall`` (max(0, -headroom)).
+- ``grade_at_bottleneck``: the busy hour on the bottleneck's cap alone: ``slots``,
+  ``blocking``, ``p_wait``, ``service_level``, ``asa_s``, ``p_abandon`` (queue figures
+  ``null`` outbound; ``asa_s`` ``null`` when the queue would grow without bound).
+- ``rates``: ``scope``, ``limit``, ``period_s``, ``limit_per_s``, ``peak_per_s``, ``ok``
+  for every ``max_cps`` and window on the path.
+- ``fix``: ``needed`` (a layer is below the requirement), ``changes`` (cheapest first:
+  ``layer``, ``scope``, ``gap``, ``action``, ``monthly_cost`` (``null``: no price in
+  ``[costs]``), ``note``), ``total_monthly_cost`` (sum of the priced changes), ``complete``
+  (every change priced), ``unpriced`` (the scopes without a price).
+- ``campaign`` (outbound with ``--campaign-calls-per-hour``, else ``null``):
+  ``target_calls_per_hour``, ``checks`` (``limit``, ``per_number_calls_per_hour``,
+  ``numbers_needed``), ``numbers_needed``, ``numbers_current``, ``extra_numbers``,
+  ``extra_monthly_cost``.
+- ``loadtest_command`` (a load test at 1.5x the requirement), ``warnings`` (strings).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from callgate.durations import format_duration
+from callgate.planning.plan import PlanResult
+
+INSTALL_HINT = "pip install 'callgate[plan]'"
+
+
+class MissingExtraError(RuntimeError):
+    """An optional dependency is not installed; the message says how to install it."""
+
+
+# --------------------------------------------------------------------------------- JSON
+
+
+def _clean(value: Any) -> Any:
+    """The document with every infinite or NaN float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return value
+
+
+def to_document(result: PlanResult, config: str) -> dict[str, Any]:
+    """The JSON document of a plan (keys in the module docstring)."""
+    demand, erlang, targets, fix = result.demand, result.erlang, result.targets, result.fix
+    hourly = list(demand.hourly_calls)
+    document = {
+        "version": 1,
+        "config": config,
+        "direction": result.direction,
+        "number": result.number,
+        "aht_s": float(result.aht_s),
+        "volume": {
+            "kind": result.volume_kind,
+            "calls_per_day": demand.calls_per_day,
+            "calls_per_hour": demand.busy_hour_calls if result.volume_kind == "per_hour" else None,
+            "description": result.volume_description,
+            "hourly_calls": hourly,
+            "average_calls_per_hour": demand.average_calls_per_hour,
+            "busy_hour": demand.busy_hour,
+            "busy_hour_calls": demand.busy_hour_calls,
+            "busy_hour_ratio": demand.busy_hour_ratio,
+        },
+        "littles_law": {
+            "average_concurrency": demand.average_concurrency,
+            "busy_hour_concurrency": demand.busy_hour_concurrency,
+        },
+        "peak": {
+            "peak_factor": demand.peak_factor,
+            "rule_of_thumb": demand.rule_of_thumb,
+            "rule_of_thumb_slots": result.rule_of_thumb_slots,
+            "peak_arrivals_per_s": demand.peak_arrivals_per_s,
+        },
+        "targets": {
+            "blocking": targets.blocking,
+            "service_level": targets.service_level,
+            "answer_within_s": targets.answer_within_s,
+            "patience_s": targets.patience_s,
+            "max_abandon": targets.max_abandon,
+        },
+        "erlang": {
+            "traffic_erlangs": erlang.traffic,
+            "lines_for_blocking": erlang.lines_for_blocking,
+            "agents_for_service_level": erlang.agents_for_service_level,
+            "agents_for_service_level_abandon": erlang.agents_for_service_level_abandon,
+            "agents_for_abandon": erlang.agents_for_abandon,
+        },
+        "requirement": result.requirement,
+        "requirement_basis": result.requirement_basis,
+        "explanation": result.explanation,
+        "path": [{"layer": row.layer, "scope": row.scope, "cap": row.cap, "note": row.note,
+                  "headroom": row.cap - result.requirement} for row in result.path],
+        "bottleneck": {"layer": result.bottleneck.layer, "scope": result.bottleneck.scope,
+                       "cap": result.bottleneck.cap, "note": result.bottleneck.note},
+        "headroom": result.headroom,
+        "shortfall": result.shortfall,
+        "grade_at_bottleneck": {
+            "slots": result.grade.slots,
+            "blocking": result.grade.blocking,
+            "p_wait": result.grade.p_wait,
+            "service_level": result.grade.service_level,
+            "asa_s": result.grade.asa_s,
+            "p_abandon": result.grade.p_abandon,
+        },
+        "rates": [{"scope": r.scope, "limit": r.limit, "period_s": r.period_s,
+                   "limit_per_s": r.limit_per_s, "peak_per_s": r.peak_per_s, "ok": r.ok}
+                  for r in result.rates],
+        "fix": {
+            "needed": bool(fix.changes),
+            "changes": [{"layer": c.layer, "scope": c.scope, "gap": c.gap, "action": c.action,
+                         "monthly_cost": c.monthly_cost, "note": c.note} for c in fix.changes],
+            "total_monthly_cost": fix.total_monthly_cost,
+            "complete": fix.complete,
+            "unpriced": [c.scope for c in fix.unpriced],
+        },
+        "campaign": None,
+        "loadtest_command": result.loadtest_command(config),
+        "warnings": list(result.warnings),
+    }
+    if result.campaign is not None:
+        campaign = result.campaign
+        document["campaign"] = {
+            "target_calls_per_hour": campaign.target_calls_per_hour,
+            "checks": [{"limit": c.limit, "per_number_calls_per_hour": c.per_number_calls_per_hour,
+                        "numbers_needed": c.numbers_needed} for c in campaign.checks],
+            "numbers_needed": campaign.numbers_needed,
+            "numbers_current": campaign.numbers_current,
+            "extra_numbers": campaign.extra_numbers,
+            "extra_monthly_cost": campaign.extra_monthly_cost,
+        }
+    cleaned: dict[str, Any] = _clean(document)
+    return cleaned
+
+
+def to_json(result: PlanResult, config: str) -> str:
+    """The JSON document as text (strict JSON: no Infinity, no NaN)."""
+    return json.dumps(to_document(result, config), indent=2, allow_nan=False)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of the report: the same content in the terminal and in HTML."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    notes: tuple[str, ...] = ()
+    marked: int | None = None
+    """Index of the row to stand out (the bottleneck, the requirement)."""
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _calls(value: float) -> str:
+    return f"{value:,.0f}" if value == round(value) else f"{value:,.1f}"
+
+
+def _money(value: float | None) -> str:
+    return "no price in [costs]" if value is None else f"{value:,.2f}"
+
+
+def _scope_title(result: PlanResult) -> str:
+    where = result.number or "the whole stack"
+    return f"{result.direction} calls, {where}, AHT {format_duration(result.aht_s)}"
+
+
+def _demand_section(result: PlanResult) -> Section:
+    d = result.demand
+    aht = format_duration(result.aht_s)
+    if result.volume_kind == "per_hour":
+        volume = f"{_calls(d.busy_hour_calls)} calls/h (taken as the busy hour)"
+    elif result.volume_kind == "per_day":
+        volume = (f"{_calls(d.calls_per_day or 0.0)} calls/day; no profile, so the busy "
+                  f"hour is assumed to carry {d.busy_hour_ratio:.0%} of them "
+                  f"(busy_hour_ratio {d.busy_hour_ratio:g})")
+    else:
+        volume = (f"profile: {_calls(d.calls_per_day or 0.0)} calls/day; busy hour "
+                  f"{d.busy_hour:02d}:00 carries {_pct(d.busy_hour_ratio)} of them")
+    rows = (
+        ("volume", volume),
+        ("average concurrency (Little)",
+         f"{_calls(d.average_calls_per_hour)} calls/h x {aht} = {d.average_concurrency:.2f}"),
+        ("busy hour (Little)",
+         f"{_calls(d.busy_hour_calls)} calls/h x {aht} = {d.busy_hour_concurrency:.2f} erlangs"),
+        ("rule-of-thumb ceiling",
+         f"{d.average_concurrency:.2f} x {d.peak_factor:g} = {d.rule_of_thumb:.2f} "
+         f"-> {result.rule_of_thumb_slots}"),
+        ("peak arrivals",
+         f"{_calls(d.busy_hour_calls)} x {d.peak_factor:g} / 3600 = "
+         f"{d.peak_arrivals_per_s:.3f} calls/s"),
+    )
+    return Section(f"Demand: {_scope_title(result)}", ("measure", "value"), rows)
+
+
+def _requirement_section(result: PlanResult) -> Section:
+    e, t = result.erlang, result.targets
+    answer = format_duration(t.answer_within_s)
+    patience = format_duration(t.patience_s) if t.patience_s else ""
+    candidates = [
+        ("Erlang B (lost calls)", f"<= {_pct(t.blocking)} blocked", e.lines_for_blocking),
+        ("Erlang C (callers wait)", f"{_pct(t.service_level)} within {answer}",
+         e.agents_for_service_level),
+        (f"Erlang A (patience {patience})", f"{_pct(t.service_level)} within {answer}",
+         e.agents_for_service_level_abandon),
+        (f"Erlang A (patience {patience})", f"<= {_pct(t.max_abandon)} hang up",
+         e.agents_for_abandon),
+        ("rule of thumb", f"average x {result.demand.peak_factor:g}",
+         result.rule_of_thumb_slots),
+    ]
+    rows = [(model, target, str(slots)) for model, target, slots in candidates
+            if slots is not None]
+    rows.append(("requirement", f"the largest ({result.requirement_basis})",
+                 str(result.requirement)))
+    return Section(
+        f"Slots needed at the busy hour ({e.traffic:.2f} erlangs)",
+        ("model", "target", "slots"), tuple(rows), (result.explanation,),
+        marked=len(rows) - 1,
+    )
+
+
+def _path_section(result: PlanResult) -> Section:
+    rows = []
+    marked = None
+    for index, row in enumerate(result.path):
+        if row is result.bottleneck:
+            marked = index
+        rows.append((row.layer, row.scope, str(row.cap), f"{row.cap - result.requirement:+d}",
+                     row.note + ("  <- bottleneck" if row is result.bottleneck else "")))
+    neck, g = result.bottleneck, result.grade
+    verdict = (f"Headroom: {result.headroom} concurrent calls above the requirement."
+               if result.headroom >= 0 else
+               f"Shortfall: {result.shortfall} concurrent calls (requirement "
+               f"{result.requirement}, bottleneck {neck.layer} {neck.scope} at {neck.cap}).")
+    grade = f"On {g.slots} slots the busy hour would see {_pct(g.blocking)} blocked"
+    if g.service_level is not None:
+        asa = "unbounded" if g.asa_s is None or not math.isfinite(g.asa_s) else f"{g.asa_s:.1f}s"
+        grade += (f"; or, queued: {_pct(g.p_wait)} waiting, {_pct(g.service_level)} answered "
+                  f"within {format_duration(result.targets.answer_within_s)}, ASA {asa}")
+    if g.p_abandon is not None:
+        grade += f", {_pct(g.p_abandon)} hanging up (Erlang A)"
+    return Section(
+        f"Capacity along the call's path (requirement {result.requirement})",
+        ("layer", "scope", "cap", "headroom", "note"), tuple(rows),
+        (f"Lowest cap: {neck.layer} {neck.scope}, {neck.cap} concurrent calls.", verdict,
+         grade + "."),
+        marked=marked,
+    )
+
+
+def _rates_section(result: PlanResult) -> Section:
+    rows = tuple((r.scope, f"{r.limit} per {format_duration(r.period_s)}",
+                  f"{r.limit_per_s:.4g}", f"{r.peak_per_s:.4g}", "ok" if r.ok else "OVER")
+                 for r in result.rates)
+    return Section("Peak arrivals against every rate limit on the path",
+                   ("window", "limit", "limit/s", "peak/s", ""), rows)
+
+
+def _fix_section(result: PlanResult) -> Section:
+    fix = result.fix
+    rows = tuple((c.layer, c.scope, str(c.gap), c.action, _money(c.monthly_cost),
+                  c.note) for c in fix.changes)
+    total = f"Total: {fix.total_monthly_cost:,.2f} a month"
+    if not fix.complete:
+        total += f", plus {len(fix.unpriced)} change(s) with no price in [costs]"
+    return Section(f"The cheapest fix to reach {result.requirement} (cheapest first)",
+                   ("layer", "scope", "gap", "change", "monthly cost", "note"), rows,
+                   (total + ".",))
+
+
+def _campaign_section(result: PlanResult) -> Section | None:
+    campaign = result.campaign
+    if campaign is None:
+        return None
+    rows = tuple((c.limit, f"{c.per_number_calls_per_hour:g}", str(c.numbers_needed))
+                 for c in campaign.checks)
+    cost = ("" if campaign.extra_monthly_cost is None
+            else f" ({campaign.extra_monthly_cost:,.2f} a month)")
+    note = (f"{campaign.numbers_needed} caller numbers needed for "
+            f"{_calls(campaign.target_calls_per_hour)} calls/h; {campaign.numbers_current} in the "
+            f"pool now; {campaign.extra_numbers} more{cost}.")
+    return Section("Outbound campaign: caller numbers under the per-number limits",
+                   ("per-number limit", "calls/h per number", "numbers needed"), rows, (note,))
+
+
+def sections(result: PlanResult) -> list[Section]:
+    """The report's tables, in reading order."""
+    found = [_demand_section(result), _requirement_section(result), _path_section(result)]
+    if result.rates:
+        found.append(_rates_section(result))
+    if result.fix.changes:
+        found.append(_fix_section(result))
+    campaign = _campaign_section(result)
+    if campaign is not None:
+        found.append(campaign)
+    return found
+
+
+# ----------------------------------------------------------------------------- terminal
+
+
+def print_report(result: PlanResult, config: str, console: Console) -> None:
+    """The plan as rich tables, then warnings and the load-test command."""
+    for section in sections(result):
+        table = Table(title=escape(section.title), title_justify="left")
+        for column in section.columns:
+            table.add_column(escape(column), overflow="fold")
+        for index, row in enumerate(section.rows):
+            style = "bold red" if index == section.marked else None
+            table.add_row(*(escape(cell) for cell in row), style=style)
+        console.print(table)
+        for note in section.notes:
+            console.print(escape(note))
+        console.print()
+    if not result.fix.changes:
+        console.print("[green]No change needed:[/] every layer reaches the requirement.")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(f"Load test at 1.5x: [bold]{escape(result.loadtest_command(config))}[/]",
+                  soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------- HTML
+
+
+def _matplotlib() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtraError(
+            f"the HTML report draws its chart with matplotlib, which is not installed: "
+            f"{INSTALL_HINT}") from None
+    return matplotlib
+
+
+def demand_chart_svg(result: PlanResult) -> str:
+    """Demand by hour against every cap on the path, as an inline SVG element.
+
+    Series carry a ``gid``: ``demand`` (average concurrent calls each hour, Little's Law),
+    ``requirement``, and ``cap-<i>`` for the i-th layer of ``result.path``.
+    """
+    matplotlib = _matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    hours = list(range(len(result.demand.hourly_calls)))
+    demand = [calls / 3600 * result.aht_s for calls in result.demand.hourly_calls]
+    # Show every cap up to 3x the demand side; farther ones sit on the top edge, labelled.
+    base = max(result.requirement, max(demand), result.bottleneck.cap)
+    top = 1.12 * max([base] + [row.cap for row in result.path if row.cap <= 3 * base])
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "callgate"}):
+        figure = Figure(figsize=(10, 4.8), layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        axes.plot(hours, demand, gid="demand", color="black", linewidth=2.2, marker="o",
+                  markersize=3, label="demand: average concurrent calls (Little)")
+        axes.axhline(result.requirement, gid="requirement", color="black", linestyle=":",
+                     label=f"requirement ({result.requirement})")
+        styles = ("--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
+        for index, row in enumerate(result.path):
+            neck = row is result.bottleneck
+            shown = min(row.cap, top * 0.98)
+            label = f"{row.layer} {row.scope}: {row.cap}" + (" (bottleneck)" if neck else "")
+            if shown < row.cap:
+                label += " (off the chart)"
+            axes.axhline(shown, gid=f"cap-{index}", label=label,
+                         color="tab:red" if neck else f"C{index % 10}",
+                         linewidth=2.6 if neck else 1.3, linestyle=styles[index % len(styles)])
+        axes.set_xlim(0, 23)
+        axes.set_ylim(0, top)
+        axes.set_xticks(hours)
+        axes.set_xlabel("hour of day")
+        axes.set_ylabel("concurrent calls")
+        axes.set_title("Demand by hour against each cap on the call's path")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg",
+                       metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+_CSS = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+table { border-collapse: collapse; margin: .5em 0 1em; }
+th, td { border-bottom: 1px solid #ddd; padding: .3em .7em; text-align: left; }
+th { background: #f4f4f4; }
+tr.marked td { color: #b00; font-weight: 600; }
+.warning { color: #8a5a00; }
+code { background: #f4f4f4; padding: .2em .4em; }
+svg { max-width: 100%; height: auto; }
+"""
+
+
+def _html_table(section: Section) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in section.columns)
+    marked = ' class="marked"'
+    body = "".join(
+        f"<tr{marked if i == section.marked else ''}>"
+        + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for i, row in enumerate(section.rows))
+    notes = "".join(f"<p>{html.escape(note)}</p>" for note in section.notes)
+    return (f"<h2>{html.escape(section.title)}</h2>\n<table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>\n{notes}\n")
+
+
+def to_html(result: PlanResult, config: str) -> str:
+    """One self-contained HTML page: the tables and the demand chart as inline SVG."""
+    chart = demand_chart_svg(result)
+    tables = "".join(_html_table(section) for section in sections(result))
+    warnings = "".join(f'<p class="warning">warning: {html.escape(w)}</p>'
+                       for w in result.warnings)
+    command = html.escape(result.loadtest_command(config))
+    title = html.escape(f"callgate plan: {config}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{title}</title><style>{_CSS}</style></head><body>\n"
+            f"<h1>{title}</h1>\n<figure>{chart}</figure>\n{tables}{warnings}"
+            f"<h2>Load test at 1.5x the requirement</h2><p><code>{command}</code></p>\n"
+            f"</body></html>\n")
