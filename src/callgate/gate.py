@@ -137,6 +137,11 @@ class Gate:
     def stack(self) -> Stack:
         return self._loaded.stack
 
+    @property
+    def store_does_io(self) -> bool:
+        """False when every decision stays in this process's memory (no blocking I/O)."""
+        return not isinstance(self._store, MemoryStore)
+
     def _apply(self, stack: Stack) -> None:
         # Everything derived from the stack is built aside and swapped in with one
         # assignment, so a call on another thread sees the old stack or the new one whole.

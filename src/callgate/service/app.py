@@ -5,8 +5,11 @@ error. Status codes other than 200 mean the *request* could not be decided: the 
 sent something wrong (404 unknown number, 409 a reused call id, 422 a bad field) or the
 store is down (503). No stack trace ever reaches a client; the server log has it.
 
-Routes are plain ``def``: FastAPI runs them in its threadpool and the gate is
-thread-safe, so a slow SQLite transaction never blocks the event loop.
+The gate is synchronous and thread-safe. The three hot routes (acquire, renew, release)
+call it inline when its store lives in memory (a decision takes microseconds, and a
+thread hop would cost more than the decision) and in a worker thread when the store does
+I/O, so a slow SQLite transaction never blocks the event loop. The other routes are plain
+``def``, which FastAPI runs in its threadpool.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,11 +93,13 @@ def create_app(
     _install_error_handlers(app)
     reload_lock = threading.Lock()
 
+    run = _runner(gate)
+
     @app.post("/v1/calls", tags=["calls"])
-    def acquire(body: CallRequest, response: Response) -> DecisionOut:
+    async def acquire(body: CallRequest, response: Response) -> DecisionOut:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
         try:
-            decision = gate.acquire(body.to_call())
+            decision = await run(gate.acquire, body.to_call())
         except CallConflictError as exc:
             raise ApiError(409, {"detail": str(exc), "error": "call_conflict"}) from None
         except UnknownNumberError as exc:
@@ -111,21 +116,21 @@ def create_app(
         "/v1/calls/{call_id}/renew", tags=["calls"],
         responses={404: {"model": RenewRefusal, "description": "No live lease to renew."}},
     )
-    def renew(
+    async def renew(
         call_id: str,
         account: str | None = None,
         ttl_s: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
     ) -> RenewOut:
         """Heartbeat: push the lease's expiry to now + ttl_s (every ttl_s / 3 seconds)."""
-        result = gate.renew(call_id, account, ttl_s)
+        result = await run(gate.renew, call_id, account, ttl_s)
         if result.status is not RenewStatus.RENEWED or result.lease is None:
             raise ApiError(404, RenewRefusal.of(call_id, result.status).model_dump())
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
     @app.delete("/v1/calls/{call_id}", tags=["calls"])
-    def release(call_id: str, account: str | None = None) -> ReleaseOut:
+    async def release(call_id: str, account: str | None = None) -> ReleaseOut:
         """The call ended (or the caller hung up while queued); idempotent."""
-        result = gate.release(call_id, account)
+        result = await run(gate.release, call_id, account)
         return ReleaseOut(released=result.released, cancelled=result.cancelled)
 
     @app.get("/v1/usage", tags=["state"])
@@ -188,6 +193,20 @@ def create_app(
         return ReadyOut(status="ready", store=public_url(store_url or gate.stack.gate.store))
 
     return app
+
+
+def _runner(gate: Gate) -> Callable[..., Awaitable[Any]]:
+    """How the hot routes call the gate: inline for a memory store, else in a thread."""
+    if not gate.store_does_io:
+        async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+            return fn(*args)
+
+        return inline
+
+    async def threaded(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    return threaded
 
 
 # errors ---------------------------------------------------------------------------
