@@ -58,8 +58,11 @@ class GateSettings(_Frozen):
     @field_validator("store")
     @classmethod
     def _known_store(cls, value: str) -> str:
-        if not value.startswith(("memory://", "sqlite:///")):
-            raise ValueError('expected "memory://" or "sqlite:///path/to/file.db"')
+        if not value.startswith(("memory://", "sqlite:///", "redis://", "rediss://",
+                                 "redis+cluster://", "rediss+cluster://")):
+            raise ValueError('expected "memory://", "sqlite:///path/to/file.db", '
+                             '"redis://host:port/db", "rediss://..." or '
+                             '"redis+cluster://host:port"')
         return value
 
 
@@ -78,6 +81,8 @@ class Account(_Frozen):
     plan: str
     reserved_inbound: int = Field(default=0, ge=0)
     windows: tuple[Window, ...] = ()
+    auth_token_env: str | None = None  # the account's webhook signing token, when it differs
+    stream_url: str | None = None  # the agent's media stream for this account's calls
 
 
 class Number(_Frozen):
@@ -85,6 +90,7 @@ class Number(_Frozen):
     trunk: str
     max_concurrent: PositiveInt
     windows: tuple[Window, ...] = ()
+    stream_url: str | None = None  # overrides the account's and [twilio]'s
 
 
 class Provider(_Frozen):
@@ -137,6 +143,39 @@ class Costs(_Frozen):
     resource_unit: dict[str, float] = {}
 
 
+class Token(_Frozen):
+    """A bearer token: its secret lives in an environment variable (``env``) or as a hash.
+
+    An account token sees and changes only its own account's calls; an admin token sees
+    everything and may reload.
+    """
+
+    name: str
+    account: str | None = None
+    admin: bool = False
+    env: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class ApiSettings(_Frozen):
+    tokens: tuple[Token, ...] = ()
+
+
+class TwilioSettings(_Frozen):
+    """Twilio-style voice webhooks (Twilio, Telnyx TeXML, SignalWire)."""
+
+    auth_token_env: str | None = None
+    public_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    stream_url: str | None = None
+    hold_music_url: str | None = None
+    hold_pause: Duration = Field(default=10.0, gt=0)
+    say_position: bool = False
+    reject_style: Literal["hangup", "busy", "rejected"] = "hangup"
+    webhook_lease_ttl: Duration | None = Field(default=None, gt=0)
+    validate_signatures: bool = True
+
+
 class Stack(_Frozen):
     """The whole configuration, validated and immutable."""
 
@@ -150,6 +189,8 @@ class Stack(_Frozen):
     inbound: Inbound = Inbound()
     outbound: Outbound = Outbound()
     costs: Costs = Costs()
+    api: ApiSettings = ApiSettings()
+    twilio: TwilioSettings = TwilioSettings()
 
     def required_providers(self) -> tuple[str, ...]:
         """Names of the provider pools every call needs unless it says otherwise."""
@@ -199,6 +240,17 @@ def _cross_check(stack: Stack) -> list[ConfigIssue]:
                 what = kind.split("_")[0]
                 issues.append(ConfigIssue(f"costs.{kind}.{name}", name,
                                           f"no such {what}; defined: {sorted(known)}"))
+    for index, token in enumerate(stack.api.tokens):
+        where = f"api.tokens[{index}]"
+        if (token.env is None) == (token.sha256 is None):
+            issues.append(ConfigIssue(where, token.name, "give exactly one of env (the name of "
+                                      "an environment variable holding the token) or sha256"))
+        if token.admin == (token.account is not None):
+            issues.append(ConfigIssue(where, token.name, "a token is either admin = true or "
+                                      "scoped to one account (account = NAME), not both"))
+        if token.account is not None and token.account not in stack.accounts:
+            issues.append(ConfigIssue(f"{where}.account", token.account,
+                                      f"no such account; defined: {sorted(stack.accounts)}"))
     for number, spec in stack.numbers.items():
         if spec.account not in stack.accounts:
             issues.append(ConfigIssue(f'numbers."{number}".account', spec.account,
