@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ settings.register_profile(
 settings.register_profile("thorough", max_examples=500, stateful_step_count=80, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
 
 StoreFactory = Callable[[Limits], Store]
 
@@ -33,9 +35,28 @@ def make_store(kind: str, directory: Path) -> StoreFactory:
     def build(limits: Limits) -> Store:
         if kind == "memory":
             return MemoryStore(limits)
+        if kind in ("redis", "redis-cluster"):
+            from tests.stores import redis_server
+
+            from callgate.stores.redis import RedisStore
+
+            url = redis_server.shared_url() if kind == "redis" else (
+                redis_server.shared_cluster_url())
+            # A fresh hash tag per store: every store starts empty, on any server. (Not from
+            # ``random``: hypothesis seeds it, so every example would share one tag.)
+            return RedisStore.from_url(f"{url}?prefix=t{secrets.token_hex(8)}", limits)
         return SqliteStore(directory / f"gate-{random.random():.12f}.db", limits)
 
     return build
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_redis_servers() -> Iterator[None]:
+    """Stop the Redis servers that tests started (lazily, on first use) at the session's end."""
+    yield
+    started = sys.modules.get("tests.stores.redis_server")
+    if started is not None:
+        started.stop_shared()
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -16,11 +16,10 @@ from pathlib import Path
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from tests.conftest import stack_from
+from tests.conftest import make_store, stack_from
 
 from callgate.gate import Gate
 from callgate.model import Call, Outcome, Reason, RenewStatus
-from callgate.stores import MemoryStore, SqliteStore
 from callgate.stores.base import Store
 from callgate.testing import FakeClock
 
@@ -142,8 +141,7 @@ class GateMachine(RuleBasedStateMachine):
         self.stack = stack_from(STACK)
         limits = Gate.limits_for(self.stack)
         self.tmp = tempfile.TemporaryDirectory()
-        store: Store = (MemoryStore(limits) if self.kind == "memory"
-                        else SqliteStore(Path(self.tmp.name) / "g.db", limits))
+        store: Store = make_store(self.kind, Path(self.tmp.name))(limits)
         self.gate = Gate(self.stack, store, self.clock, rng=random.Random(0))
         self.model = Model()
         self.ids = itertools.count()
@@ -267,5 +265,15 @@ class SqliteMachine(GateMachine):
     kind = "sqlite"
 
 
+class RedisMachine(GateMachine):
+    kind = "redis"
+
+
+class RedisClusterMachine(GateMachine):
+    kind = "redis-cluster"
+
+
 TestMemoryStoreAgainstModel = GateMachine.TestCase
 TestSqliteStoreAgainstModel = SqliteMachine.TestCase
+TestRedisStoreAgainstModel = RedisMachine.TestCase
+TestRedisClusterStoreAgainstModel = RedisClusterMachine.TestCase

@@ -1,0 +1,260 @@
+"""The Redis store on a real server: URLs, keys, scripts, time, recovery and sharing domains.
+
+The behavioural suite (tests/gate) runs on Redis and on a 3-master cluster through the
+``store_factory`` fixture; these tests pin what only the Redis store has.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import redis
+from redis.crc import key_slot
+from tests.conftest import stack_from
+from tests.gate.stacks import BASE, N1, N2
+from tests.stores.redis_server import RedisServer
+
+from callgate.clock import Clock
+from callgate.config import ConfigError
+from callgate.errors import StoreError
+from callgate.gate import Gate
+from callgate.model import Call, Outcome, Reason
+from callgate.stores import open_store
+from callgate.stores.redis import RedisStore, check_sharing, parse_url, script_sources
+from callgate.testing import FakeClock
+
+
+def gate_on(url: str, text: str = BASE, clock: Clock | None = None) -> Gate:
+    stack = stack_from(text)
+    store = open_store(url, Gate.limits_for(stack))
+    return Gate(stack, store, clock or FakeClock(), rng=random.Random(0))
+
+
+def in_use(gate: Gate, layer: str, scope: str) -> int:
+    rows = gate.usage()["layers"]
+    return next(int(r["in_use"]) for r in rows if (r["layer"], r["scope"]) == (layer, scope))
+
+
+def raw(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url.split("?")[0], decode_responses=True)
+
+
+def test_url_forms_parse_into_client_url_and_own_options() -> None:
+    """redis://, rediss://, a password and redis+cluster:// parse; callgate's options split off."""
+    plain = parse_url("redis://127.0.0.1:6379/2")
+    assert (plain.url, plain.cluster, plain.timeout_s, plain.prefix, plain.sharing) == (
+        "redis://127.0.0.1:6379/2", False, 0.5, "callgate", "stack")
+    secret = parse_url("rediss://:s3cret@cache.example:6380/0?timeout=0.2&prefix=prod"
+                       "&ssl_cert_reqs=none")
+    assert secret.url == "rediss://:s3cret@cache.example:6380/0?ssl_cert_reqs=none"
+    assert (secret.timeout_s, secret.prefix) == (0.2, "prod")
+    cluster = parse_url("redis+cluster://127.0.0.1:7000?sharing=account")
+    assert (cluster.url, cluster.cluster, cluster.sharing) == (
+        "redis://127.0.0.1:7000", True, "account")
+
+
+@pytest.mark.parametrize(("url", "named"), [
+    ("redis://h:1/0?timeout=0", "timeout='0'"),
+    ("redis://h:1/0?timeout=soon", "timeout='soon'"),
+    ("redis://h:1/0?prefix={x}", "prefix='{x}'"),
+    ("redis://h:1/0?sharing=number", "sharing='number'"),
+])
+def test_bad_url_options_name_the_value_and_what_is_accepted(url: str, named: str) -> None:
+    """A bad callgate option in the URL is refused, naming the value and what is accepted."""
+    with pytest.raises(ValueError, match="expected") as info:
+        parse_url(url)
+    assert named in str(info.value)
+
+
+def test_stack_accepts_redis_store_urls() -> None:
+    """The stack's gate.store accepts redis://, rediss:// and redis+cluster:// URLs."""
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@h:6380/1", "redis+cluster://h:7000"):
+        stack = stack_from(BASE.replace("[gate]", f'[gate]\nstore = "{url}"'))
+        assert stack.gate.store == url
+
+
+def test_rediss_url_builds_a_tls_client() -> None:
+    """rediss:// gives redis-py a TLS connection class (no server needed to check that)."""
+    stack = stack_from(BASE)
+    with pytest.raises(StoreError) as info:
+        open_store("rediss://:pw@127.0.0.1:1/0?timeout=0.1", Gate.limits_for(stack))
+    assert "127.0.0.1:1" in str(info.value) and "pw" not in str(info.value)
+    client = redis.Redis.from_url(parse_url("rediss://127.0.0.1:1/0").url)
+    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+
+@pytest.mark.slow
+def test_password_in_the_url_authenticates(own_server: RedisServer) -> None:
+    """A password in the URL is sent to a server that requires one; a wrong one is a StoreError."""
+    client = own_server.client()
+    client.config_set("requirepass", "s3cret")
+    client.close()
+    url = f"redis://:s3cret@127.0.0.1:{own_server.port}/0"
+    gate = gate_on(url)
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    with pytest.raises(StoreError, match=f"127.0.0.1:{own_server.port}") as info:
+        gate_on(f"redis://:wrong@127.0.0.1:{own_server.port}/0")
+    assert "wrong" not in str(info.value)
+
+
+def test_every_key_carries_the_stacks_hash_tag(store_url: str) -> None:
+    """Every key a gate writes starts with one hash tag, so every script touches one slot."""
+    gate = gate_on(store_url)
+    for i in range(4):
+        gate.acquire(Call(f"c{i}", "inbound", N1))
+    gate.report_provider_error("llm", "k1", 429)
+    gate.release("c0")
+    prefix = parse_url(store_url).prefix
+    keys = raw(store_url).keys(f"*{prefix}*")
+    assert len(keys) > 8 and all(k.startswith(f"{{{prefix}}}:") for k in keys)
+
+
+def test_one_script_per_primitive_each_with_the_shared_prelude() -> None:
+    """Each primitive is one script that Redis sees whole: the common prelude, then its own."""
+    sources = script_sources()
+    assert set(sources) == {"acquire", "renew", "release", "tombstone", "cooldown",
+                            "clear_disabled", "expire", "usage", "configure"}
+    prelude = sources["expire"].split("\n-- expire:")[0]
+    assert all(text.startswith(prelude) for name, text in sources.items() if name != "configure")
+    assert '"TIME"' not in "".join(sources.values())  # the gate's clock only, never Redis's
+
+
+def test_scripts_are_reloaded_after_script_flush(store_url: str) -> None:
+    """After SCRIPT FLUSH (a restart, a failover) EVALSHA gets NOSCRIPT and the script reloads."""
+    gate = gate_on(store_url)
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    raw(store_url).script_flush()
+    assert gate.acquire(Call("c2", "inbound", N1)).outcome is Outcome.ADMITTED
+    assert in_use(gate, "number", N1) == 2
+
+
+def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:
+    """Limits deleted (Redis restarted empty) or written by another stack are rewritten per gate."""
+    clock = FakeClock()
+    gate = gate_on(store_url, clock=clock)
+    raw(store_url).delete(f"{{{parse_url(store_url).prefix}}}:limits")
+    gate.acquire(Call("c1", "inbound", N1))
+    gate.acquire(Call("c2", "inbound", N1))
+    assert gate.acquire(Call("c3", "inbound", N1)).outcome is Outcome.QUEUED  # cap 2 applied
+    wider = gate_on(store_url, BASE.replace('trunk = "t1"\nmax_concurrent = 2',
+                                            'trunk = "t1"\nmax_concurrent = 3', 1), clock=clock)
+    assert wider.acquire(Call("c3", "inbound", N1)).reason is Reason.PROMOTED  # cap 3 applied
+    gate.release("c1")
+    assert gate.acquire(Call("o1", "outbound", N1)).reason is Reason.CAPACITY  # 2 of 2
+    assert wider.acquire(Call("o2", "outbound", N1)).outcome is Outcome.ADMITTED  # 3 of 3
+
+
+def test_times_round_trip_exactly_through_lua(store_url: str) -> None:
+    """Epoch times that need 17 digits come back bit-exact (no float rounding in the scripts)."""
+    clock = FakeClock(1_800_000_000.123456789)
+    gate = gate_on(store_url, clock=clock)
+    clock.advance(0.1)
+    clock.advance(0.2)
+    decision = gate.acquire(Call("c1", "inbound", N1), ttl_s=1 / 3)
+    assert decision.lease is not None
+    assert decision.lease.admitted_at == clock.now
+    assert decision.lease.expires_at == clock.now + 1 / 3
+
+
+def test_a_stopped_gates_leases_are_free_on_the_next_step_after_expiry(store_url: str) -> None:
+    """Leases a gate stops renewing are free to another gate on the first step past expiry."""
+    clock = FakeClock()
+    first = gate_on(store_url, clock=clock)
+    second = gate_on(store_url, clock=clock)
+    first.acquire(Call("a", "inbound", N1))
+    first.acquire(Call("b", "inbound", N1))
+    clock.advance(29.999)
+    assert second.acquire(Call("early", "outbound", N1)).outcome is Outcome.RETRY_LATER
+    clock.advance(0.001)  # exactly at expires_at: due
+    decision = second.acquire(Call("next", "outbound", N1))
+    assert decision.outcome is Outcome.ADMITTED
+    assert in_use(second, "number", N1) == 1
+    assert first.renew("a").status.value == "expired"
+
+
+def test_reload_keeps_every_lease_and_queue_entry(store_url: str) -> None:
+    """configure + clear_disabled (a reload) keep leases and queue entries in Redis."""
+    gate = gate_on(store_url)
+    gate.acquire(Call("c1", "inbound", N1))
+    gate.acquire(Call("c2", "inbound", N1))
+    gate.acquire(Call("q1", "inbound", N1))
+    gate.reload(stack_from(BASE.replace("[trunks.t1]\nmax_concurrent = 4",
+                                        "[trunks.t1]\nmax_concurrent = 5")))
+    assert in_use(gate, "number", N1) == 2
+    assert [e["call_id"] for e in gate.queue()] == ["q1"]
+    assert gate.renew("c1").status.value == "renewed"
+
+
+@pytest.mark.slow
+def test_ping_raises_store_error_when_redis_is_down(own_server: RedisServer) -> None:
+    """ping() raises StoreError while Redis is down (so /readyz says so), and passes again after."""
+    gate = gate_on(f"{own_server.url}?timeout=0.2")
+    gate.ping()
+    own_server.stop()
+    with pytest.raises(StoreError, match="unreachable"):
+        gate.ping()
+    own_server.start()
+    gate.ping()
+
+
+TWO_TENANTS = """
+[trunks.ta]
+max_concurrent = 2
+[trunks.tb]
+max_concurrent = 2
+[plans.p]
+max_concurrent = 2
+[accounts.a]
+plan = "p"
+[accounts.b]
+plan = "p"
+[numbers."+15550000001"]
+account = "a"
+trunk = "ta"
+max_concurrent = 2
+[numbers."+15550000002"]
+account = "b"
+trunk = "tb"
+max_concurrent = 2
+"""
+
+
+def test_account_sharing_puts_each_account_in_its_own_slot(store_url: str) -> None:
+    """sharing=account tags keys per account: two slots, each account's caps still kept."""
+    url = store_url + "&sharing=account"
+    gate = gate_on(url, TWO_TENANTS)
+    for i in range(3):
+        gate.acquire(Call(f"a{i}", "outbound", N1))
+        gate.acquire(Call(f"b{i}", "outbound", N2))
+    assert in_use(gate, "number", N1) == 2 and in_use(gate, "number", N2) == 2
+    assert gate.release("b0").released and in_use(gate, "trunk", "tb") == 1
+    prefix = parse_url(url).prefix
+    keys = raw(url).keys(f"*{prefix}*")
+    tags = {k.split("}")[0] for k in keys}
+    assert tags == {f"{{{prefix}:a", f"{{{prefix}:b"}
+    slots = {key_slot(k.encode()) for k in keys}
+    assert len(slots) == 2
+
+
+def test_account_sharing_is_refused_when_accounts_share_a_pool_or_trunk(store_url: str) -> None:
+    """sharing=account is refused, naming the shared pool or trunk, when accounts share one."""
+    shared_pool = TWO_TENANTS + '[providers.llm]\nkeys = ["k1"]\nsessions_per_key = 2\n'
+    with pytest.raises(ConfigError, match="provider:llm"):
+        gate_on(store_url + "&sharing=account", shared_pool)
+    shared_trunk = TWO_TENANTS.replace('account = "b"\ntrunk = "tb"', 'account = "b"\ntrunk = "ta"')
+    stack = stack_from(f'[gate]\nstore = "{store_url}&sharing=account"\n{shared_trunk}')
+    with pytest.raises(ConfigError, match=r"trunks\.ta"):
+        check_sharing(stack)
+    gate = Gate(stack, open_store(stack.gate.store, Gate.limits_for(stack)), FakeClock())
+    assert gate.acquire(Call("a1", "inbound", N1)).outcome is Outcome.ADMITTED
+    refused = gate.acquire(Call("b1", "inbound", N2))  # the trunk's cap cannot be kept
+    assert (refused.outcome, refused.reason) == (Outcome.REJECTED, Reason.STORE_UNAVAILABLE)
+
+
+def test_redis_store_is_a_store_for_open_store(store_url: str) -> None:
+    """open_store returns a RedisStore for a redis:// URL and it closes cleanly."""
+    store = open_store(store_url, Gate.limits_for(stack_from(BASE)))
+    assert isinstance(store, RedisStore)
+    store.ping()
+    store.close()
