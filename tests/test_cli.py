@@ -104,9 +104,9 @@ def test_serve_with_a_store_that_cannot_open_exits_2(runner: CliRunner, tmp_path
     assert result.exit_code == 2
     assert "cannot open the store" in result.stderr and "no/such/dir" in result.stderr
     wrong = runner.invoke(cli, ["serve", "--config", str(EXAMPLE)],
-                          env={"CALLGATE_STORE": "redis://localhost"})
+                          env={"CALLGATE_STORE": "mongodb://localhost"})
     assert wrong.exit_code == 2
-    assert "gate.store = 'redis://localhost'" in wrong.stderr
+    assert "gate.store = 'mongodb://localhost'" in wrong.stderr
 
 
 def test_main_turns_a_bug_into_one_line_and_exit_1(

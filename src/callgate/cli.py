@@ -9,6 +9,7 @@ reaches a user otherwise.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -125,44 +126,90 @@ def _table(title: str, rows: list[LayerCapacity]) -> Table:
               metavar="SECONDS", help="Wall seconds between expiry sweeps (0: no sweeps).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="info", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object per line (decisions included).")
+@click.option("--insecure-webhooks", is_flag=True,
+              help="Do not check Twilio webhook signatures (local testing only).")
 def serve(config: str | None, store: str | None, host: str, port: int, time_scale: float,
-          reaper_interval: float, log_level: str) -> None:
-    """Serve the gate's HTTP API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C."""
+          reaper_interval: float, log_level: str, log_format: str,
+          insecure_webhooks: bool) -> None:
+    """Serve the gate's HTTP API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C.
+
+    Without [[api.tokens]] in the stack the API is open, so it is served only on a
+    loopback address; /healthz, /readyz and /metrics are always open.
+    """
     import uvicorn  # here, not at the top: `check` should not pay for the server's imports
 
     from callgate.clock import Clock, ScaledClock, system_clock
     from callgate.gate import Gate
     from callgate.service.app import create_app, public_url
+    from callgate.service.logs import configure
     from callgate.stores import open_store
 
     stack = read_stack(config, store=store)
+    if not stack.api.tokens and not _loopback(host):
+        fail(f"refusing to serve on --host {host}: the stack has no [[api.tokens]], so anyone "
+             "who can reach the port could take and free every slot. Add tokens (see the "
+             "README, 'Tokens') or bind a loopback address (--host 127.0.0.1).", 2)
     url = stack.gate.store
+    clock: Clock = system_clock if time_scale == 1 else ScaledClock(time_scale)
     try:
+        if url.startswith(("redis", "rediss")):
+            from callgate.stores.redis import check_sharing
+
+            check_sharing(stack)
         gate_store = open_store(url, Gate.limits_for(stack))
+        gate = Gate(stack, gate_store, clock)  # writes the stack's limits to the store
+    except ConfigError as exc:
+        fail(str(exc), 2)
     except (StoreError, ValueError) as exc:
         fail(f"cannot open the store {public_url(url)!r}: {exc}", 2)
     log_level = log_level.lower()
-    logging.basicConfig(level=logging.DEBUG if log_level == "trace" else log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    clock: Clock = system_clock if time_scale == 1 else ScaledClock(time_scale)
+    configure(logging.DEBUG if log_level == "trace" else getattr(logging, log_level.upper()),
+              "json" if log_format == "json" else "text")
+    if not stack.api.tokens:
+        logging.getLogger("callgate.serve").warning(
+            "no [[api.tokens]] in the stack: the API on %s is open to every local process", host)
     try:
-        app = create_app(Gate(stack, gate_store, clock), store_url=url,
-                         reaper_interval_s=reaper_interval or None, config_path=config)
+        try:
+            app = create_app(gate, store_url=url,
+                             reaper_interval_s=reaper_interval or None, config_path=config,
+                             insecure_webhooks=insecure_webhooks)
+        except ConfigError as exc:
+            fail(str(exc), 2)
+        # In JSON mode uvicorn's own loggers go through the root handler too, so every
+        # line is JSON; in text mode uvicorn keeps its familiar format.
+        extra: dict[str, Any] = {"log_config": None} if log_format == "json" else {}
         server = uvicorn.Server(uvicorn.Config(
-            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10))
+            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
+            **extra))
         base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        console = Console(highlight=False, soft_wrap=True)
-        console.print(f"callgate {__version__}: gating {escape(str(config))} with store "
-                      f"{escape(public_url(url))}"
-                      + (f", clock x{time_scale:g}" if time_scale != 1 else ""))
-        console.print(f"listening on [bold]{base}[/]")
-        console.print(f"API docs: {base}/docs")
+        banner = [f"callgate {__version__}: gating {config} with store {public_url(url)}"
+                  + (f", clock x{time_scale:g}" if time_scale != 1 else ""),
+                  f"listening on {base}", f"API docs: {base}/docs"]
+        if log_format == "json":  # every line of output is JSON
+            for line in banner:
+                logging.getLogger("callgate.serve").info("%s", line)
+        else:
+            console = Console(highlight=False, soft_wrap=True)
+            for line in banner:
+                console.print(line, markup=False)
         _exit_cleanly_after_signals()
         server.run()
     finally:
         gate_store.close()
     if not server.started:
         fail("the server did not start; see the log above", 1)
+
+
+def _loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (only processes on this machine can connect)?"""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _exit_cleanly_after_signals() -> None:

@@ -10,6 +10,13 @@ call it inline when its store lives in memory (a decision takes microseconds, an
 thread hop would cost more than the decision) and in a worker thread when the store does
 I/O, so a slow SQLite transaction never blocks the event loop. The other routes are plain
 ``def``, which FastAPI runs in its threadpool.
+
+Who may do what is in :mod:`callgate.service.auth` (bearer tokens per account, an admin
+token; open when none are configured); ``/healthz``, ``/readyz``, ``/metrics`` and the
+docs are always open. Every decision is counted (:mod:`callgate.service.metrics`) and
+logged (:mod:`callgate.service.logs`) here, in one place, whichever edge asked: the JSON
+API or the Twilio webhooks (:mod:`callgate.service.twilio`, served when the stack has a
+``[twilio]`` table).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,16 +37,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from callgate import __version__
-from callgate.config import load_stack
+from callgate.config import Stack, load_stack
 from callgate.errors import (
     CallConflictError,
     ConfigError,
+    ConfigIssue,
     StoreError,
     UnknownNumberError,
     UnknownProviderError,
 )
 from callgate.gate import Gate
-from callgate.model import RenewStatus
+from callgate.model import Call, Decision, ReleaseResult, RenewResult, RenewStatus
+from callgate.service.auth import (
+    Authenticator,
+    Principal,
+    RequireToken,
+    principal_of,
+    visible_queue,
+    visible_usage,
+)
+from callgate.service.logs import log_decision
+from callgate.service.metrics import Metrics
 from callgate.service.schemas import (
     CallRequest,
     DecisionOut,
@@ -60,16 +79,20 @@ Admission control for AI phone agents: ask `POST /v1/calls` before connecting a 
 Every decision (admitted, queued, retry_later, rejected) is an HTTP 200 naming the layer,
 scope and reason that decided it. Renew an admitted lease every `ttl_s / 3` seconds and
 `DELETE` it when the call ends; poll a queued call by sending the same body again.
+When the stack has `[[api.tokens]]`, every `/v1/` route needs `Authorization: Bearer <token>`:
+an account token sees and changes only its own account's calls, an admin token everything.
 """
 
 
 class ApiError(Exception):
     """A request the API answers with ``status_code`` and a JSON ``body`` (never a trace)."""
 
-    def __init__(self, status_code: int, body: dict[str, Any]) -> None:
+    def __init__(self, status_code: int, body: dict[str, Any],
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(body.get("detail"))
         self.status_code = status_code
         self.body = body
+        self.headers = headers
 
 
 def create_app(
@@ -78,6 +101,7 @@ def create_app(
     store_url: str = "",
     reaper_interval_s: float | None = None,
     config_path: str | None = None,
+    insecure_webhooks: bool = False,
 ) -> FastAPI:
     """The API for ``gate``.
 
@@ -85,21 +109,54 @@ def create_app(
     change while running); ``config_path`` is the stack file ``/v1/admin/reload`` re-reads;
     with ``reaper_interval_s`` a background task expires due leases every that many
     (wall-clock) seconds, so queue heads are promoted even when no request comes in.
+    ``insecure_webhooks`` skips the Twilio signature check (local testing only).
+
+    Raises :class:`ConfigError` when a token's environment variable is unset or the
+    ``[twilio]`` webhooks could not work (no stream URL, no auth token, bad proxy entry).
     """
+    authenticator = Authenticator(_check_edges(gate.stack, config_path, insecure_webhooks))
+    metrics = Metrics(gate)
+    webhooks = _webhooks_enabled(gate.stack)
     app = FastAPI(
         title="callgate", version=__version__, description=DESCRIPTION,
-        lifespan=_reaper(gate, reaper_interval_s),
+        lifespan=_reaper(gate, reaper_interval_s, metrics),
     )
-    _install_error_handlers(app)
+    _install_error_handlers(app, metrics)
+    app.add_middleware(RequireToken, authenticator=authenticator)
+    _document_bearer(app)
     reload_lock = threading.Lock()
 
     run = _runner(gate)
 
-    @app.post("/v1/calls", tags=["calls"])
-    async def acquire(body: CallRequest, response: Response) -> DecisionOut:
+    async def decide(call: Call, ttl_s: float | None, edge: str) -> Decision:
+        """Ask the gate, then count and log the answer (the one place every edge goes through)."""
+        decision: Decision = await run(partial(gate.acquire, ttl_s=ttl_s), call)
+        if decision.lease is not None:
+            account = decision.lease.account
+        else:  # the number was gated just now; a reload may have dropped it since
+            spec = gate.stack.numbers.get(call.number)
+            account = "" if spec is None else spec.account
+        repeat = metrics.decided(decision, account)
+        log_decision(decision, call, account, edge=edge, repeat=repeat)
+        return decision
+
+    async def end(call_id: str, account: str | None) -> ReleaseResult:
+        result: ReleaseResult = await run(gate.release, call_id, account)
+        metrics.released(call_id, account, result)
+        return result
+
+    async def heartbeat(call_id: str, account: str | None, ttl_s: float | None) -> RenewResult:
+        result: RenewResult = await run(gate.renew, call_id, account, ttl_s)
+        return result
+
+    @app.post("/v1/calls", tags=["calls"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    async def acquire(body: CallRequest, request: Request, response: Response) -> DecisionOut:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
+        principal = principal_of(request)
+        call = body.to_call()
+        _check_number(gate.stack, principal, call.number)
         try:
-            decision = await run(gate.acquire, body.to_call())
+            decision = await decide(call, None, "api")
         except CallConflictError as exc:
             raise ApiError(409, {"detail": str(exc), "error": "call_conflict"}) from None
         except UnknownNumberError as exc:
@@ -113,57 +170,80 @@ def create_app(
         return out
 
     @app.post(
-        "/v1/calls/{call_id}/renew", tags=["calls"],
-        responses={404: {"model": RenewRefusal, "description": "No live lease to renew."}},
+        "/v1/calls/{call_id}/renew", tags=["calls"], openapi_extra=SECURED,
+        responses={404: {"model": RenewRefusal, "description": "No live lease to renew."},
+                   **AUTH_RESPONSES},
     )
     async def renew(
         call_id: str,
+        request: Request,
         account: str | None = None,
         ttl_s: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
     ) -> RenewOut:
         """Heartbeat: push the lease's expiry to now + ttl_s (every ttl_s / 3 seconds)."""
-        result = await run(gate.renew, call_id, account, ttl_s)
+        account = _acting_for(principal_of(request), account)
+        result = await heartbeat(call_id, account, ttl_s)
         if result.status is not RenewStatus.RENEWED or result.lease is None:
             raise ApiError(404, RenewRefusal.of(call_id, result.status).model_dump())
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
-    @app.delete("/v1/calls/{call_id}", tags=["calls"])
-    async def release(call_id: str, account: str | None = None) -> ReleaseOut:
-        """The call ended (or the caller hung up while queued); idempotent."""
-        result = await run(gate.release, call_id, account)
+    @app.delete("/v1/calls/{call_id}", tags=["calls"], openapi_extra=SECURED,
+                responses=AUTH_RESPONSES)
+    async def release(call_id: str, request: Request, account: str | None = None) -> ReleaseOut:
+        """The call ended (or the caller hung up while queued); idempotent.
+
+        An id this token's account does not hold answers like an id never seen
+        (nothing released, nothing cancelled): ids of other accounts do not leak.
+        """
+        result = await end(call_id, _acting_for(principal_of(request), account))
         return ReleaseOut(released=result.released, cancelled=result.cancelled)
 
-    @app.get("/v1/usage", tags=["state"])
-    def usage() -> dict[str, Any]:
-        """Every layer's in-use, cap and queued; windows; key cooldowns."""
-        return gate.usage()
+    @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    def usage(request: Request) -> dict[str, Any]:
+        """Every layer's in-use, cap and queued; windows; key cooldowns (an account: its own)."""
+        principal = principal_of(request)
+        document = gate.usage()
+        if principal.account is None:
+            return document
+        return visible_usage(document, gate.stack, principal.account)
 
-    @app.get("/v1/queue", tags=["state"])
-    def queue() -> dict[str, Any]:
-        """Every queued call, per number in queue order."""
-        return {"entries": gate.queue()}
+    @app.get("/v1/queue", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    def queue(request: Request) -> dict[str, Any]:
+        """Every queued call, per number in queue order (an account token: its own)."""
+        principal = principal_of(request)
+        entries = gate.queue()
+        if principal.account is not None:
+            entries = visible_queue(entries, principal.account)
+        return {"entries": entries}
 
-    @app.post("/v1/providers/{provider}/keys/{key}/errors", tags=["providers"])
-    def provider_error(provider: str, key: str, body: ProviderErrorRequest) -> ProviderErrorOut:
+    @app.post("/v1/providers/{provider}/keys/{key}/errors", tags=["providers"],
+              openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    def provider_error(provider: str, key: str, body: ProviderErrorRequest,
+                       request: Request) -> ProviderErrorOut:
         """A provider answered 429/5xx (cool the key down) or 401/403 (disable it until reload)."""
+        _require_admin(principal_of(request), "report provider key errors")
         try:
             until = gate.report_provider_error(provider, key, body.status, body.retry_after_s)
         except UnknownProviderError as exc:
             raise ApiError(404, {"detail": str(exc), "error": "unknown_provider"}) from None
         except ValueError as exc:
             raise ApiError(422, _invalid([_field("body.status", body.status, str(exc))])) from None
+        metrics.cooled(provider, key, disabled=math.isinf(until))
         return ProviderErrorOut(provider=provider, key=key,
                                 cooldown_until=None if math.isinf(until) else until)
 
-    @app.post("/v1/admin/reload", tags=["admin"])
-    def reload() -> ReloadOut:
+    @app.post("/v1/admin/reload", tags=["admin"], openapi_extra=SECURED,
+              responses=AUTH_RESPONSES)
+    def reload(request: Request) -> ReloadOut:
         """Re-read the stack file; leases and queues are kept, a bad file changes nothing."""
+        _require_admin(principal_of(request), "reload the stack")
         if config_path is None:
             raise ApiError(409, {"detail": "no config file to reload: this server was started "
                                            "without a stack file", "error": "no_config"})
         with reload_lock:
             try:
                 stack = load_stack(config_path, store=store_url or None)
+                tokens = _check_edges(stack, config_path, insecure_webhooks, webhooks=webhooks)
             except ConfigError as exc:
                 issues = [{"path": i.path, "value": _jsonable(i.value), "message": i.message}
                           for i in exc.issues]
@@ -172,7 +252,10 @@ def create_app(
             if stack.gate.store != gate.stack.gate.store:
                 log.warning("reload: gate.store changed to %r; a new store needs a restart",
                             stack.gate.store)
+            if _webhooks_enabled(stack) and not webhooks:
+                log.warning("reload: [twilio] was added; restart to serve the webhooks")
             gate.reload(stack)
+            authenticator.replace(tokens)
         layers = len(Gate.limits_for(stack).caps)
         log.info("reloaded %s: %d capped scopes", config_path, layers)
         return ReloadOut(reloaded=True, layers=layers)
@@ -192,7 +275,96 @@ def create_app(
             raise ApiError(503, {"status": "store_unavailable", "detail": str(exc)}) from None
         return ReadyOut(status="ready", store=public_url(store_url or gate.stack.gate.store))
 
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}},
+                              "description": "Prometheus text exposition."}})
+    def prometheus() -> Response:
+        """Prometheus metrics: occupancy read from the store at scrape time, and event counters."""
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    if webhooks:
+        from callgate.service.twilio import twilio_router
+
+        app.include_router(twilio_router(gate, decide=decide, release=end, renew=heartbeat,
+                                         insecure=insecure_webhooks))
+        if insecure_webhooks or not gate.stack.twilio.validate_signatures:
+            log.warning("Twilio webhook signatures are NOT validated: anyone who can reach "
+                        "/twilio/* can take and free slots; for local testing only")
     return app
+
+
+# who may do what -------------------------------------------------------------------------
+BEARER = "bearer"
+SECURED: dict[str, Any] = {"security": [{BEARER: []}]}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No bearer token, or one no tenant owns."},
+    403: {"description": "The token may not do this (another account, or admin only)."},
+}
+
+
+def _document_bearer(app: FastAPI) -> None:
+    """Declare the bearer scheme in the OpenAPI (routes name it in ``openapi_extra``)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemes = build().setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[BEARER] = {"type": "http", "scheme": "bearer",
+                               "description": "A token from the stack's [[api.tokens]]; "
+                                              "not needed when none are configured."}
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way
+
+
+def _require_admin(principal: Principal, action: str) -> None:
+    if not principal.admin:
+        raise ApiError(403, {"detail": f"token {principal.name!r} may not {action}: that "
+                                       "needs an admin token", "error": "forbidden"})
+
+
+def _acting_for(principal: Principal, account: str | None) -> str | None:
+    """The account a renew or release acts in: an account token's own, else ``?account=``."""
+    if principal.account is None:
+        return account
+    if account is not None and account != principal.account:
+        raise ApiError(403, {"detail": f"token {principal.name!r} acts only for account "
+                                       f"{principal.account!r}, not {account!r}",
+                             "error": "forbidden"})
+    return principal.account
+
+
+def _check_number(stack: Stack, principal: Principal, number: str) -> None:
+    """An account token may only ask for its account's numbers; others look unknown (404)."""
+    spec = stack.numbers.get(number)
+    if principal.account is not None and spec is not None and spec.account != principal.account:
+        detail = f"number {number!r} is not in the stack; add it under [numbers] to gate it"
+        raise ApiError(404, {"detail": detail, "error": "unknown_number"})
+
+
+def _webhooks_enabled(stack: Stack) -> bool:
+    return "twilio" in stack.model_fields_set
+
+
+def _check_edges(stack: Stack, source: str | None, insecure: bool, *,
+                 webhooks: bool | None = None) -> tuple[tuple[bytes, Principal], ...]:
+    """The resolved tokens; raises ConfigError listing every token and webhook problem."""
+    issues: list[ConfigIssue] = []
+    tokens: tuple[tuple[bytes, Principal], ...] = ()
+    try:
+        tokens = Authenticator.resolve(stack.api.tokens)
+    except ConfigError as exc:
+        issues += exc.issues
+    if _webhooks_enabled(stack) if webhooks is None else webhooks:
+        try:
+            from callgate.service.twilio import check_stack
+        except ImportError as exc:
+            issues.append(ConfigIssue("twilio", "(table)", str(exc)))
+        else:
+            issues += check_stack(stack, insecure=insecure)
+    if issues:
+        raise ConfigError(source or "stack", issues)
+    return tokens
 
 
 def _runner(gate: Gate) -> Callable[..., Awaitable[Any]]:
@@ -210,10 +382,10 @@ def _runner(gate: Gate) -> Callable[..., Awaitable[Any]]:
 
 
 # errors ---------------------------------------------------------------------------
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return JSONResponse(exc.body, status_code=exc.status_code)
+        return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -221,6 +393,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def store_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
+        metrics.store_error("request")
         return JSONResponse({"detail": f"{exc}; retry shortly", "reason": "store_unavailable"},
                             status_code=503)
 
@@ -282,11 +455,11 @@ def public_url(url: str) -> str:
 
 # the reaper -------------------------------------------------------------------------
 def _reaper(
-    gate: Gate, interval_s: float | None
+    gate: Gate, interval_s: float | None, metrics: Metrics
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_reap(gate, interval_s)) if interval_s else None
+        task = asyncio.create_task(_reap(gate, interval_s, metrics)) if interval_s else None
         try:
             yield
         finally:
@@ -298,17 +471,19 @@ def _reaper(
     return lifespan
 
 
-async def _reap(gate: Gate, interval_s: float) -> None:
+async def _reap(gate: Gate, interval_s: float, metrics: Metrics) -> None:
     """Expire due leases every ``interval_s`` seconds; a failing store is logged, not fatal."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             expired = await asyncio.to_thread(gate.expire)
         except StoreError as exc:
+            metrics.store_error("reaper")
             log.warning("reaper: store unavailable (will retry in %g s): %s", interval_s, exc)
             continue
         except Exception:
             log.exception("reaper: unexpected error (will retry in %g s)", interval_s)
             continue
+        metrics.expired(expired)
         if expired:
             log.info("reaper: %d lease(s) expired and their slots freed", expired)
