@@ -333,6 +333,7 @@ class Gate:
             "now": now,
             "ttl_s": self.stack.gate.lease_ttl,
             "leases": snap.leases,
+            "expired_total": snap.expired_total,
             "layers": layers,
             "windows": [
                 {"scope": split_key(w.key)[1], "count": w.count, "limit": w.limit,

@@ -414,3 +414,16 @@ def test_usage_returns_to_zero_after_everything_ends(make_gate: GateFactory) -> 
     usage = gate.usage()
     assert all(row["in_use"] == 0 for row in usage["layers"])
     assert usage["leases"] == 0 and gate.queue() == []
+
+
+def test_the_store_counts_leases_that_expired_unreleased(make_gate: GateFactory) -> None:
+    """Every lease that expires unreleased is counted once, whichever step expired it."""
+    gate, clock = make_gate(BASE)
+    gate.acquire(inbound("a"))
+    gate.acquire(inbound("b"))
+    gate.acquire(inbound("c", number=N2))
+    gate.release("c")
+    clock.advance(31)
+    gate.acquire(inbound("d", number=N2))  # this step's housekeeping expires a and b
+    gate.expire()
+    assert gate.usage()["expired_total"] == 2

@@ -237,7 +237,7 @@ async def test_provider_cooldowns_are_counted_and_cooling_keys_gauged() -> None:
 
 
 async def test_the_reaper_counts_leases_that_expired(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each lease the reaper expires (a worker that never released) is counted."""
+    """Each lease that expires (a worker that never released) is counted, by the reaper too."""
     clock = FakeClock()
     gate = memory_gate(make_stack(), clock)
     for i, number in enumerate(NUMBERS):

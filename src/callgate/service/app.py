@@ -484,6 +484,5 @@ async def _reap(gate: Gate, interval_s: float, metrics: Metrics) -> None:
         except Exception:
             log.exception("reaper: unexpected error (will retry in %g s)", interval_s)
             continue
-        metrics.expired(expired)
         if expired:
             log.info("reaper: %d lease(s) expired and their slots freed", expired)

@@ -5,7 +5,8 @@ Occupancy (slots in use and caps per layer and scope, queue lengths, leases, win
 keys cooling) is read from ``gate.usage()`` by a custom collector each time ``/metrics``
 is scraped, so there is no second set of books that could drift from the store's (and
 several gate processes on one store report the same truth). Events (decisions, queue
-waits, lease expiries, store errors, key cooldowns) are counted by this process's edges.
+waits, store errors, key cooldowns) are counted by this process's edges; lease expiries
+are counted by the store itself (read at scrape time like the gauges).
 
 Each app owns its :class:`prometheus_client.CollectorRegistry`: tests build many apps,
 and two gates in one process never mix their numbers.
@@ -34,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -77,9 +78,6 @@ class Metrics:
             "callgate_queue_wait_seconds", "Time from a call's first 'queued' answer to its "
             "promotion, rejection (max_wait) or abandonment (hang-up, or polls stopped).",
             ["outcome"], buckets=WAIT_BUCKETS_S, registry=registry)
-        self.lease_expiries = Counter(
-            "callgate_lease_expiries", "Leases expired by the reaper: each is a worker that "
-            "neither renewed nor released its call.", registry=registry)
         self.store_errors = Counter(
             "callgate_store_errors", "Store failures seen by this process, by where.",
             ["source"], registry=registry)
@@ -129,11 +127,6 @@ class Metrics:
             waits = [self._waits.pop(k) for k in keys]
         for wait in waits:
             self.queue_wait.labels("abandoned").observe(max(0.0, now - wait.first_s))
-
-    def expired(self, count: int) -> None:
-        """The reaper expired ``count`` leases."""
-        if count:
-            self.lease_expiries.inc(count)
 
     def store_error(self, source: str) -> None:
         self.store_errors.labels(source).inc()
@@ -194,6 +187,11 @@ class _UsageCollector(Collector):
                 queue.add_metric([row["scope"]], row["queued"])
         leases = GaugeMetricFamily("callgate_leases", "Leases held (admitted calls).",
                                    value=usage["leases"])
+        # Counted by the store whichever process expired the lease (a request's
+        # housekeeping or the reaper), so it is the same on every gate of one store.
+        expiries = CounterMetricFamily(
+            "callgate_lease_expiries", "Leases that expired unreleased: each is a worker that "
+            "neither renewed nor released its call.", value=usage["expired_total"])
         events = GaugeMetricFamily("callgate_window_events",
                                    "Admissions counted in a rate window now.", labels=["scope"])
         limit = GaugeMetricFamily("callgate_window_limit", "Most admissions a window allows.",
@@ -210,4 +208,4 @@ class _UsageCollector(Collector):
                                     labels=["provider"])
         for provider, count in cooling_by.items():
             cooling.add_metric([provider], count)
-        return [up, in_use, cap, queue, leases, events, limit, cooling]
+        return [up, in_use, cap, queue, leases, expiries, events, limit, cooling]

@@ -194,6 +194,7 @@ class UsageSnapshot:
     cooldowns: tuple[tuple[str, float], ...]
     queue: tuple[Record, ...]
     leases: int
+    expired_total: int = 0  # leases that expired unreleased since the store was created
 
 
 class Store(Protocol):

@@ -64,6 +64,9 @@ class State(Protocol):
 
 Choice = dict[str, str]
 
+EXPIRED_TOTAL = "#expired"
+"""The counter (among the slot counts, never capped) of leases that expired unreleased."""
+
 
 def housekeeping(st: State, now: float) -> int:
     """Expire due leases and stale queue entries; returns how many leases expired."""
@@ -74,6 +77,10 @@ def housekeeping(st: State, now: float) -> int:
     for record in st.due_queued(now):
         reject(st, record, now, Reason.QUEUE_TIMEOUT, f"queue:{record.number}", None)
     st.purge(now)
+    if expired:
+        # Kept in the store beside the slot counts, so every gate process reports the
+        # same total whichever of them happened to expire the lease.
+        st.add(EXPIRED_TOTAL, expired)
     return expired
 
 
@@ -392,5 +399,6 @@ def usage(st: State, now: float, in_use: dict[str, int], cooldowns: list[tuple[s
         for key, (limit, period) in st.limits.windows.items()
     )
     return UsageSnapshot(
-        layers, windows, tuple((k, u) for k, u in cooldowns if u > now), tuple(queue), leases
+        layers, windows, tuple((k, u) for k, u in cooldowns if u > now), tuple(queue), leases,
+        in_use.get(EXPIRED_TOTAL, 0),
     )

@@ -531,7 +531,7 @@ class RedisStore:
             used, cool, queued, tag_leases, window_counts = self._call("usage", tag, now, *args)
             for i in range(0, len(used), 2):
                 key = used[i].decode()
-                if key != "#leases":
+                if key != "#leases":  # "#expired" rides along; kernel.usage reads it
                     in_use[key] = in_use.get(key, 0) + int(used[i + 1])
             for i in range(0, len(cool), 2):
                 cooldowns[cool[i].decode().removeprefix("provider:")] = float(cool[i + 1])

@@ -7,7 +7,8 @@
 --                        the gate configured, with the caps)
 --   P.."caps"     hash   <key> -> cap; <window key> -> "limit period"
 --   P.."used"     hash   <key> -> slots in use (fields at zero are deleted), and
---                        "#leases" -> how many leases are held
+--                        "#leases" -> how many leases are held, "#expired" -> how many
+--                        leases expired unreleased
 --   P.."r:"..id   string one call's record (MessagePack: times are exact binary doubles)
 --   P.."due"      zset   every record by when it is next due: a lease by its expiry, a
 --                        queued call by its deadline, a rejection or end by its until
@@ -406,6 +407,9 @@ local function housekeeping()
         redis.call("ZREM", K_DUE, id)
       end
     end
+  end
+  if expired > 0 then
+    add("#expired", expired)  -- counted in the store: every gate reports the same total
   end
   return expired
 end
