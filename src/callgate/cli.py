@@ -35,6 +35,7 @@ from callgate.planning.capacity import (
     layer_capacities,
 )
 from callgate.planning.command import plan
+from callgate.sim.commands import loadtest, simulate
 
 DEBUG_ENV = "CALLGATE_DEBUG"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -226,6 +227,8 @@ def _exit_cleanly_after_signals() -> None:
 
 # the entry point --------------------------------------------------------------------
 cli.add_command(plan)
+cli.add_command(simulate)
+cli.add_command(loadtest)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,6 +8,7 @@ Exceptions are for misuse and for parts that are broken::
     ├── CallConflictError              the caller reused a call id with a different body
     ├── UnknownNumberError             the caller asked for a number the stack does not have
     ├── UnknownProviderError           a key report names a provider or key the stack lacks
+    ├── MissingExtraError              an optional part is not installed: pip install it
     └── StoreError                     the store cannot be reached or answered badly;
                                        the gate turns it into one explicit decision
 """
@@ -57,6 +58,13 @@ class UnknownNumberError(CallgateError):
 
 class UnknownProviderError(CallgateError):
     """A provider or key alias that the stack does not define."""
+
+
+class MissingExtraError(CallgateError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+
+PLAN_EXTRA_HINT = "pip install 'callgate[plan]'"
 
 
 class StoreError(CallgateError):

@@ -16,11 +16,11 @@ from rich.console import Console
 
 from callgate.config import CONFIG_ENV, E164, load_stack
 from callgate.durations import ACCEPTED, parse_duration
-from callgate.errors import ConfigError, UnknownNumberError
+from callgate.errors import ConfigError, MissingExtraError, UnknownNumberError
 from callgate.planning.path import Direction
 from callgate.planning.plan import Targets, Volume
 from callgate.planning.plan import plan as make_plan
-from callgate.planning.report import MissingExtraError, print_report, to_html, to_json
+from callgate.planning.report import print_report, to_html, to_json
 from callgate.planning.traffic_profile import ProfileError, load_profile
 
 _FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)

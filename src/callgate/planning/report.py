@@ -66,13 +66,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from callgate.durations import format_duration
+from callgate.errors import PLAN_EXTRA_HINT, MissingExtraError
 from callgate.planning.plan import PlanResult
 
-INSTALL_HINT = "pip install 'callgate[plan]'"
-
-
-class MissingExtraError(RuntimeError):
-    """An optional dependency is not installed; the message says how to install it."""
+INSTALL_HINT = PLAN_EXTRA_HINT
 
 
 # --------------------------------------------------------------------------------- JSON

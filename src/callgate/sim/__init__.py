@@ -1,0 +1,1 @@
+"""Testing capacity: a simulator in virtual time and a live load tester (DESIGN.md)."""
