@@ -83,3 +83,9 @@ def make_gate(store_factory: StoreFactory) -> GateFactory:
         return Gate(stack, store, clock, rng=random.Random(seed)), clock
 
     return build
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (the event loop uvicorn and the client use)."""
+    return "asyncio"

@@ -81,9 +81,6 @@ max_attempts = 3
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_stack(**gate: Any) -> Stack:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+
 from callgate.config import Stack
 from callgate.gate import Gate
 from callgate.stores.memory import MemoryStore
@@ -35,3 +41,21 @@ def memory_gate(stack: Stack, clock: FakeClock | None = None, seed: int = 0) -> 
 
     return Gate(stack, MemoryStore(Gate.limits_for(stack)), clock or FakeClock(),
                 rng=random.Random(seed))
+
+
+@asynccontextmanager
+async def serving(
+    app: Starlette,
+    *,
+    client: tuple[str, int] = ("127.0.0.1", 123),
+    raise_app_exceptions: bool = True,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking to ``app`` in-process (no sockets), its lifespan running.
+
+    ``client`` is the peer address the app sees (webhook proxy rules read it).
+    """
+    transport = httpx.ASGITransport(app=app, client=client,
+                                    raise_app_exceptions=raise_app_exceptions)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://callgate.test") as http:
+        yield http

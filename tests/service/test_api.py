@@ -7,14 +7,12 @@ import logging
 import threading
 import tomllib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from callgate.config import Stack, parse_stack
 from callgate.errors import StoreError
@@ -22,7 +20,7 @@ from callgate.gate import Gate
 from callgate.model import Call
 from callgate.service.app import create_app
 from callgate.stores import SqliteStore
-from callgate.testing import FakeClock, memory_gate
+from callgate.testing import FakeClock, memory_gate, serving
 
 N1 = "+14155550100"  # one line, one outbound call a minute
 N2 = "+14155550101"  # two lines
@@ -70,23 +68,12 @@ jitter = "none"
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_stack(text: str = STACK) -> Stack:
     return parse_stack(tomllib.loads(text))
 
 
-@asynccontextmanager
-async def serving(app: FastAPI, *, raise_app_exceptions: bool = True
-                  ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client talking to ``app`` in-process, with the app's lifespan running."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://callgate.test") as client:
-        yield client
 
 
 @dataclass

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from fastapi import FastAPI
 
 from callgate.cli import _loopback, cli
 from callgate.config import Stack, parse_stack
@@ -19,7 +17,7 @@ from callgate.errors import ConfigError
 from callgate.gate import Gate
 from callgate.service.app import create_app
 from callgate.service.auth import digest
-from callgate.testing import FakeClock, memory_gate
+from callgate.testing import FakeClock, memory_gate, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -80,9 +78,6 @@ sessions_per_key = 5
 """ + TOKENS
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(autouse=True)
@@ -95,12 +90,6 @@ def make_stack(text: str = STACK) -> Stack:
     return parse_stack(tomllib.loads(text))
 
 
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://callgate.test") as http:
-        yield http
 
 
 def bearer(token: str) -> dict[str, str]:

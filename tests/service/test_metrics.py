@@ -11,15 +11,12 @@ import re
 import threading
 import time
 import tomllib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from callgate.config import Stack, parse_stack
@@ -28,7 +25,7 @@ from callgate.model import Call
 from callgate.service.app import create_app
 from callgate.service.logs import JsonFormatter
 from callgate.stores import SqliteStore
-from callgate.testing import FakeClock, memory_gate
+from callgate.testing import FakeClock, memory_gate, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -62,21 +59,12 @@ max_wait = "1h"
               for n in NUMBERS)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_stack(text: str = STACK) -> Stack:
     return parse_stack(tomllib.loads(text))
 
 
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://callgate.test") as http:
-        yield http
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

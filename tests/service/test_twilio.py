@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from callgate.config import Stack, parse_stack
@@ -21,7 +20,7 @@ from callgate.errors import ConfigError
 from callgate.gate import Gate
 from callgate.model import Call
 from callgate.service.app import create_app
-from callgate.testing import FakeClock, memory_gate
+from callgate.testing import FakeClock, memory_gate, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -91,9 +90,6 @@ say_position = true
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(autouse=True)
@@ -106,13 +102,6 @@ def make_stack(text: str = STACK) -> Stack:
     return parse_stack(tomllib.loads(text))
 
 
-@asynccontextmanager
-async def serving(app: FastAPI, client: tuple[str, int] = ("127.0.0.1", 123)
-                  ) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=client)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://callgate.test") as http:
-        yield http
 
 
 def elements(response: httpx.Response) -> list[tuple[str, dict[str, str], str]]:

@@ -15,8 +15,8 @@ import click
 from rich.console import Console
 
 from callgate.config import CONFIG_ENV, E164, load_stack
-from callgate.durations import ACCEPTED, parse_duration
 from callgate.errors import ConfigError, MissingExtraError, UnknownNumberError
+from callgate.flags import duration_flag
 from callgate.planning.path import Direction
 from callgate.planning.plan import Targets, Volume
 from callgate.planning.plan import plan as make_plan
@@ -27,17 +27,6 @@ _FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)
 _CALLS = click.FloatRange(0, min_open=True)
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """A positive duration flag (``"3m"``, ``"20s"``, ``"250ms"``, seconds) in seconds."""
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r}: {exc}") from None
-    if seconds <= 0:
-        raise click.BadParameter(f"{value!r}: expected a duration above zero ({ACCEPTED})")
-    return seconds
 
 
 def _volume(calls_per_day: float | None, calls_per_hour: float | None, profile: str | None,
@@ -76,7 +65,7 @@ def _volume(calls_per_day: float | None, calls_per_hour: float | None, profile: 
                    "[default: the whole stack]")
 @click.option("--direction", type=click.Choice(["inbound", "outbound"]), default="inbound",
               show_default=True)
-@click.option("--aht", callback=_duration, metavar="DURATION",
+@click.option("--aht", callback=duration_flag, metavar="DURATION",
               help="Average handle time, e.g. 3m.  [default: the stack's [inbound] handle_time]")
 @click.option("--peak-factor", type=click.FloatRange(min=1), default=2.5, show_default=True,
               help="Peak over the average concurrency, for the rule of thumb and peak arrivals.")
@@ -84,11 +73,11 @@ def _volume(calls_per_day: float | None, calls_per_hour: float | None, profile: 
               help="Fraction of callers that may find every line busy (Erlang B).")
 @click.option("--service-level", type=_FRACTION, default=0.8, show_default=True,
               help="Fraction of callers answered within --answer-within (Erlang C and A).")
-@click.option("--answer-within", callback=_duration, default="20s", show_default=True,
+@click.option("--answer-within", callback=duration_flag, default="20s", show_default=True,
               metavar="DURATION")
 @click.option("--max-abandon", type=_FRACTION, default=0.05, show_default=True,
               help="Fraction of callers that may hang up on hold (Erlang A).")
-@click.option("--patience", callback=_duration, default="60s", show_default=True,
+@click.option("--patience", callback=duration_flag, default="60s", show_default=True,
               metavar="DURATION", help="Callers' mean patience on hold (Erlang A).")
 @click.option("--campaign-calls-per-hour", type=_CALLS, metavar="N",
               help="Outbound: count the caller numbers a campaign of this rate needs.")

@@ -23,8 +23,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from callgate.client import GateProtocolError, GateUnavailableError
 from callgate.config import CONFIG_ENV, Stack, load_stack
-from callgate.durations import ACCEPTED, parse_duration
+from callgate.durations import parse_duration
 from callgate.errors import ConfigError
+from callgate.flags import duration_flag
 from callgate.planning.traffic_profile import HourlyProfile, ProfileError, load_profile
 from callgate.sim.loadtest import LoadOptions, LoadTest
 from callgate.sim.report import MissingExtraError, print_report, to_html, to_json
@@ -42,23 +43,12 @@ _POSITIVE = click.FloatRange(0, min_open=True)
 
 
 # flag parsing ---------------------------------------------------------------------------
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """A duration flag above zero (``"3m"``, ``"20s"``, seconds) in seconds."""
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r}: {exc}") from None
-    if seconds <= 0:
-        raise click.BadParameter(f"{value!r}: expected a duration above zero ({ACCEPTED})")
-    return seconds
 
 
 def _patience(ctx: click.Context, param: click.Parameter, value: str) -> float:
     if value.strip().lower() in ("none", "inf", "forever"):
         return math.inf
-    seconds = _duration(ctx, param, value)
+    seconds = duration_flag(ctx, param, value)
     assert seconds is not None
     return seconds
 
@@ -89,7 +79,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 def traffic_options(command: F) -> F:
     """The flags both commands share: mix, handle times, patience, numbers, faults, output."""
     options = [
-        click.option("--aht", callback=_duration, metavar="DURATION",
+        click.option("--aht", callback=duration_flag, metavar="DURATION",
                      help="Mean handle time, e.g. 3m.  [default: the stack's [inbound] "
                           "handle_time, else 3m]"),
         click.option("--handle-dist", type=click.Choice(HANDLE_DISTS), default="exp",
@@ -112,7 +102,7 @@ def traffic_options(command: F) -> F:
                      metavar="PROVIDER:KEY@START+LENGTH",
                      help="A provider key answers 429 from START for LENGTH (simulated), "
                           "e.g. openai-realtime:key-a@2h+10m; repeatable."),
-        click.option("--fault-retry-after", callback=_duration, default="30s",
+        click.option("--fault-retry-after", callback=duration_flag, default="30s",
                      show_default=True, metavar="DURATION",
                      help="The Retry-After of each 429 (the key's cooldown)."),
         click.option("--seed", type=int, default=0, show_default=True,
@@ -229,12 +219,12 @@ def _progress(description: str, total: float) -> Iterator[Callable[[float], None
               help="Multiply the arrival rate (e.g. 1.5 for 1.5x the planned traffic).")
 @click.option("--hours", type=_POSITIVE,
               help="Simulated hours of arrivals.  [default: 24 with --profile, else 1]")
-@click.option("--warmup", callback=_duration, metavar="DURATION",
+@click.option("--warmup", callback=duration_flag, metavar="DURATION",
               help="Arrivals left out of the confidence intervals.  [default: 5% of the run "
                    "at a constant rate, none with --profile]")
 @click.option("--batches", type=click.IntRange(2, 1000), default=20, show_default=True,
               help="Batches for the batch-means confidence intervals.")
-@click.option("--poll-interval", callback=_duration, default="2s", show_default=True,
+@click.option("--poll-interval", callback=duration_flag, default="2s", show_default=True,
               metavar="DURATION", help="How often a queued caller polls (at most poll_timeout/2).")
 @traffic_options
 def simulate(config: str, rate: float | None, calls_per_hour: float | None,
