@@ -70,6 +70,7 @@ from callgate.service.schemas import (
     ReloadOut,
     RenewOut,
     RenewRefusal,
+    retry_after_header,
 )
 
 log = logging.getLogger("callgate.service")
@@ -149,8 +150,9 @@ def create_app(
         result: RenewResult = await run(gate.renew, call_id, account, ttl_s)
         return result
 
-    @app.post("/v1/calls", tags=["calls"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
-    async def acquire(body: CallRequest, request: Request, response: Response) -> DecisionOut:
+    @app.post("/v1/calls", tags=["calls"], openapi_extra=SECURED, responses=AUTH_RESPONSES,
+              response_model=DecisionOut)
+    async def acquire(body: CallRequest, request: Request) -> Response:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
         principal = principal_of(request)
         call = body.to_call()
@@ -163,11 +165,9 @@ def create_app(
             raise ApiError(404, {"detail": str(exc), "error": "unknown_number"}) from None
         except UnknownProviderError as exc:
             raise ApiError(422, {"detail": str(exc), "error": "unknown_provider"}) from None
-        out = DecisionOut.of(decision)
-        retry_after = out.retry_after_header()
-        if retry_after is not None:
-            response.headers["Retry-After"] = retry_after
-        return out
+        retry_after = retry_after_header(decision.retry_after_s)
+        headers = None if retry_after is None else {"Retry-After": retry_after}
+        return JSONResponse(DecisionOut.document(decision), headers=headers)
 
     @app.post(
         "/v1/calls/{call_id}/renew", tags=["calls"], openapi_extra=SECURED,
@@ -188,15 +188,15 @@ def create_app(
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
     @app.delete("/v1/calls/{call_id}", tags=["calls"], openapi_extra=SECURED,
-                responses=AUTH_RESPONSES)
-    async def release(call_id: str, request: Request, account: str | None = None) -> ReleaseOut:
+                responses=AUTH_RESPONSES, response_model=ReleaseOut)
+    async def release(call_id: str, request: Request, account: str | None = None) -> Response:
         """The call ended (or the caller hung up while queued); idempotent.
 
         An id this token's account does not hold answers like an id never seen
         (nothing released, nothing cancelled): ids of other accounts do not leak.
         """
         result = await end(call_id, _acting_for(principal_of(request), account))
-        return ReleaseOut(released=result.released, cancelled=result.cancelled)
+        return JSONResponse({"released": result.released, "cancelled": result.cancelled})
 
     @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
     def usage(request: Request) -> dict[str, Any]:

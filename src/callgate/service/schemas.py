@@ -8,7 +8,7 @@ durations are seconds and say so (``ttl_s``, ``retry_after_s``, ``estimated_wait
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
@@ -77,24 +77,33 @@ class DecisionOut(BaseModel):
     retry_after_s: float | None
     message: str | None
 
-    @classmethod
-    def of(cls, decision: Decision) -> DecisionOut:
-        queue = decision.queue
-        return cls(
-            call_id=decision.call_id, decision=decision.outcome.value,
-            layer=None if decision.layer is None else decision.layer.value,
-            scope=decision.scope, reason=decision.reason.value,
-            lease=None if decision.lease is None else LeaseOut.of(decision.lease),
-            queue=None if queue is None else QueueOut(
-                position=queue.position, estimated_wait_s=queue.estimated_wait_s),
-            retry_after_s=decision.retry_after_s, message=decision.message,
-        )
+    @staticmethod
+    def document(decision: Decision) -> dict[str, Any]:
+        """The same answer as a plain dict, shaped exactly like this model.
 
-    def retry_after_header(self) -> str | None:
-        """``Retry-After`` in whole seconds, rounded up (None when there is nothing to wait)."""
-        if self.retry_after_s is None:
-            return None
-        return str(max(0, math.ceil(self.retry_after_s)))
+        The hot route returns it directly: building and validating the model costs more
+        than the decision itself (the model stays the documented response schema).
+        """
+        lease, queue = decision.lease, decision.queue
+        return {
+            "call_id": decision.call_id, "decision": decision.outcome.value,
+            "layer": None if decision.layer is None else decision.layer.value,
+            "scope": decision.scope, "reason": decision.reason.value,
+            "lease": None if lease is None else {
+                "account": lease.account, "expires_at": lease.expires_at,
+                "ttl_s": lease.ttl_s, "admitted_at": lease.admitted_at,
+                "keys": dict(lease.keys)},
+            "queue": None if queue is None else {
+                "position": queue.position, "estimated_wait_s": queue.estimated_wait_s},
+            "retry_after_s": decision.retry_after_s, "message": decision.message,
+        }
+
+
+def retry_after_header(retry_after_s: float | None) -> str | None:
+    """``Retry-After`` in whole seconds, rounded up (None when there is nothing to wait)."""
+    if retry_after_s is None:
+        return None
+    return str(max(0, math.ceil(retry_after_s)))
 
 
 class RenewOut(BaseModel):
