@@ -101,3 +101,19 @@ def test_every_cap_of_the_stack_becomes_a_store_limit() -> None:
     assert limits.caps["account:bright-dental"] == 5
     assert limits.windows["window:number:+14155550101:outbound:1h"] == (30, 3600)
     assert limits.windows["window:trunk:carrier-east:any:1s"] == (5, 1.0)
+
+
+def test_two_windows_of_one_scope_and_period_are_refused() -> None:
+    """Windows sharing scope, direction and period (max_cps included) would share one log."""
+    raw = {"trunks": {"t": {"max_concurrent": 1, "max_cps": 5,
+                            "windows": [{"limit": 9, "per": "1s"}]}},
+           "plans": {"p": {"max_concurrent": 2}}, "accounts": {"a": {"plan": "p"}},
+           "numbers": {"+15550000001": {"account": "a", "trunk": "t", "max_concurrent": 1,
+                                        "windows": [{"direction": "outbound", "limit": 10,
+                                                     "per": "1h"},
+                                                    {"direction": "outbound", "limit": 100,
+                                                     "per": "60m"}]}}}
+    with pytest.raises(ConfigError) as info:
+        parse_stack(raw)
+    message = str(info.value)
+    assert "trunks.t.windows" in message and 'numbers."+15550000001".windows' in message

@@ -240,6 +240,7 @@ def _cross_check(stack: Stack) -> list[ConfigIssue]:
                 what = kind.split("_")[0]
                 issues.append(ConfigIssue(f"costs.{kind}.{name}", name,
                                           f"no such {what}; defined: {sorted(known)}"))
+    issues += _window_clashes(stack)
     for index, token in enumerate(stack.api.tokens):
         where = f"api.tokens[{index}]"
         if (token.env is None) == (token.sha256 is None):
@@ -258,6 +259,30 @@ def _cross_check(stack: Stack) -> list[ConfigIssue]:
         if spec.trunk not in stack.trunks:
             issues.append(ConfigIssue(f'numbers."{number}".trunk', spec.trunk,
                                       f"no such trunk; defined: {sorted(stack.trunks)}"))
+    return issues
+
+
+def _window_clashes(stack: Stack) -> list[ConfigIssue]:
+    """Two windows of one scope with the same direction and period would share one log."""
+    scopes: list[tuple[str, tuple[Window, ...]]] = []
+    for name, trunk in stack.trunks.items():
+        cps = (Window(limit=trunk.max_cps, per=1.0),) if trunk.max_cps is not None else ()
+        scopes.append((f"trunks.{name}", trunk.windows + cps))
+    scopes += [(f'numbers."{n}"', spec.windows) for n, spec in stack.numbers.items()]
+    scopes += [(f"accounts.{n}", spec.windows) for n, spec in stack.accounts.items()]
+    scopes += [(f"providers.{n}", spec.windows) for n, spec in stack.providers.items()]
+    issues = []
+    for where, windows in scopes:
+        seen: set[tuple[str, float]] = set()
+        for window in windows:
+            ident = (window.direction, window.per)
+            if ident in seen:
+                issues.append(ConfigIssue(
+                    f"{where}.windows", [w.model_dump() for w in windows],
+                    f"two windows for direction {window.direction!r} per {window.per:g} s "
+                    "(max_cps counts as an 'any' window per 1 s): keep one, with the lower "
+                    "limit"))
+            seen.add(ident)
     return issues
 
 

@@ -127,8 +127,11 @@ class Gate:
         for name, resource in stack.resources.items():
             caps[f"resource:{name}"] = resource.capacity
         if fraction != 1.0:
-            caps = {key: math.floor(cap * fraction) for key, cap in caps.items()}
-            windows = {k: (math.floor(lim * fraction), per) for k, (lim, per) in windows.items()}
+            # At least one of everything: a fraction that rounds a small cap to zero would
+            # make admit_local refuse like reject (the operator chose to admit in an outage).
+            caps = {key: max(1, math.floor(cap * fraction)) for key, cap in caps.items()}
+            windows = {k: (max(1, math.floor(lim * fraction)), per)
+                       for k, (lim, per) in windows.items()}
         settings = stack.gate
         return Limits(caps, windows, settings.poll_timeout, settings.tombstone_ttl,
                       settings.ended_ttl, tuple(stack.accounts))
@@ -239,6 +242,7 @@ class Gate:
             SlotNeed(f"resource:{name}", n) for name, n in units.items() if n > 0
         )
         names = stack.required_providers() if call.providers is None else call.providers
+        names = tuple(dict.fromkeys(names))  # a pool named twice is still one session
         groups = []
         windows = route.base_windows
         for name in names:
@@ -272,7 +276,8 @@ class Gate:
     ) -> RenewResult:
         """Push a lease's expiry to now + its TTL (never past ``max_call_duration``)."""
         store: Store = self._store
-        if call_id in self._local_calls and self._local is not None:
+        if self._is_local(call_id, account):
+            assert self._local is not None
             store = self._local
             account = self._local_calls[call_id]
         outcome = store.renew(account, call_id, ttl_s, self.clock())
@@ -282,10 +287,17 @@ class Gate:
     def release(self, call_id: str, account: str | None = None) -> ReleaseResult:
         """Free a lease, or cancel a queued call; idempotent."""
         now = self.clock()
-        if call_id in self._local_calls and self._local is not None:
+        if self._is_local(call_id, account):
+            assert self._local is not None
             local_account = self._local_calls.pop(call_id)
             return ReleaseResult(*self._local.release(local_account, call_id, now))
         return ReleaseResult(*self._store.release(account, call_id, now))
+
+    def _is_local(self, call_id: str, account: str | None) -> bool:
+        """Whether ``call_id`` (of ``account``, if named) holds a lease of this process only."""
+        held_by = self._local_calls.get(call_id)
+        return (self._local is not None and held_by is not None
+                and account in (None, held_by))
 
     def report_provider_error(
         self, provider: str, key: str, status: int, retry_after_s: float | None = None
@@ -315,6 +327,8 @@ class Gate:
 
     def expire(self) -> int:
         """Expire due leases and stale queue entries now (the service's reaper calls this)."""
+        if self._local is not None:
+            self._local.expire(self.clock())
         return self._store.expire(self.clock())
 
     def ping(self) -> None:

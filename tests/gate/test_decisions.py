@@ -427,3 +427,40 @@ def test_the_store_counts_leases_that_expired_unreleased(make_gate: GateFactory)
     gate.acquire(inbound("d", number=N2))  # this step's housekeeping expires a and b
     gate.expire()
     assert gate.usage()["expired_total"] == 2
+
+
+def test_a_pool_named_twice_takes_one_session(make_gate: GateFactory) -> None:
+    """A call listing a provider twice holds one session of it, never two on one key."""
+    gate, _ = make_gate(BASE.replace("sessions_per_key = 2", "sessions_per_key = 1"))
+    decision = gate.acquire(Call("c1", "inbound", N1, providers=("llm", "llm")))
+    assert decision.outcome is Outcome.ADMITTED
+    rows = {r["scope"]: r["in_use"] for r in gate.usage()["layers"] if r["layer"] == "provider"}
+    assert rows == {"llm": 1, "llm:k1": 1, "llm:k2": 0}
+
+
+def test_an_expired_rejection_no_longer_replays(make_gate: GateFactory) -> None:
+    """Past tombstone_ttl a rejected id is decided afresh, whenever the store purges."""
+    gate, clock = make_gate(BASE)
+    gate.acquire(outbound("o1"))
+    gate.acquire(outbound("o2"))
+    assert gate.acquire(outbound("o3", attempt=3)).reason is Reason.MAX_ATTEMPTS
+    gate.release("o1")
+    clock.advance(60)  # exactly the tombstone's end
+    assert gate.acquire(outbound("o3", attempt=3)).outcome is Outcome.ADMITTED
+
+
+def test_reload_removing_a_window_a_queued_call_names_keeps_working(
+    make_gate: GateFactory,
+) -> None:
+    """A queued claim may name a window a reload removed; promotion and release still work."""
+    windowed = BASE.replace('max_concurrent = 2\n\n[numbers."+15550000002"]',
+                            'max_concurrent = 1\nwindows = [{limit = 50, per = "1h"}]\n\n'
+                            '[numbers."+15550000002"]')
+    gate, _ = make_gate(windowed)
+    gate.acquire(inbound("c1"))
+    assert gate.acquire(inbound("q1")).outcome is Outcome.QUEUED
+    from tests.conftest import stack_from
+
+    gate.reload(stack_from(windowed.replace('\nwindows = [{limit = 50, per = "1h"}]', "")))
+    assert gate.release("c1").released
+    assert gate.acquire(inbound("q1")).reason is Reason.PROMOTED

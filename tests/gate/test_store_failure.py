@@ -55,3 +55,16 @@ def test_admit_local_admits_a_fraction_of_each_cap_in_process(tmp_path: Path) ->
         assert gate.release("c1").released  # a local lease is released locally
     assert (first.outcome, first.reason) == (Outcome.ADMITTED, Reason.ADMITTED_LOCAL)
     assert (second.outcome, second.reason) == (Outcome.REJECTED, Reason.STORE_UNAVAILABLE)
+
+
+def test_admit_local_keeps_at_least_one_of_each_cap_and_window(tmp_path: Path) -> None:
+    """A fraction that would round a small cap or window to zero still admits one, never raises."""
+    text = BASE.replace('tombstone_ttl = "60s"', 'tombstone_ttl = "60s"\n'
+                        'on_store_error = "admit_local"').replace(
+        "[trunks.t1]\nmax_concurrent = 4", "[trunks.t1]\nmax_concurrent = 4\nmax_cps = 5")
+    gate = gate_on(tmp_path / "g.db", text)
+    with locked(tmp_path / "g.db"):
+        first = gate.acquire(Call("c1", "inbound", N1))
+        second = gate.acquire(Call("c2", "inbound", N1))
+    assert first.reason is Reason.ADMITTED_LOCAL
+    assert second.reason is Reason.STORE_UNAVAILABLE

@@ -128,7 +128,8 @@ def evaluate(st: State, claim: Claim, now: float) -> tuple[list[Blocker], Choice
         count = st.count_since(key, now - period)
         if count + 1 > limit:
             # The window has room again once enough of its oldest events have left it.
-            leaves = st.nth_since(key, now - period, count - limit) + period
+            leaves = (st.nth_since(key, now - period, count - limit) + period
+                      if limit > 0 else None)
             blockers.append(Blocker(key, Reason.RATE_WINDOW, leaves))
     choice: Choice = {}
     for group in claim.groups:
@@ -174,7 +175,7 @@ _HELD: dict[tuple[object, ...], tuple[tuple[str, int], ...]] = {}
 
 def _held(claim: Claim, choice: Choice) -> tuple[tuple[str, int], ...]:
     """The slots a lease holds; shared between leases of the same route and keys (memory)."""
-    ident = (claim.slots, claim.groups, *choice.values())
+    ident = (claim.slots, claim.groups, *(choice[g.provider] for g in claim.groups))
     held = _HELD.get(ident)
     if held is None:
         items = [(slot.key, slot.units) for slot in claim.slots]
@@ -284,7 +285,9 @@ def acquire(st: State, claim: Claim, now: float) -> Verdict:
     housekeeping(st, now)
     blocked = promote(st, now)
     existing = st.get(claim.account, claim.call_id)
-    if existing is not None:
+    # A tombstone past its time is gone, whenever the store gets round to purging it.
+    if existing is not None and not (existing.state in ("rejected", "ended")
+                                     and existing.until <= now):
         return _replay(st, existing, claim, now)
     blockers, choice = evaluate(st, claim, now)
     if claim.direction == "inbound":

@@ -40,11 +40,13 @@ class _MemoryState:
     def get(self, account: str | None, call_id: str) -> Record | None:
         if account is not None:
             return self.records.get((account, call_id))
-        for name in self.limits.accounts:
-            record = self.records.get((name, call_id))
-            if record is not None:
-                return record
-        return None
+        # A live lease or queue entry first: an old tombstone of another account with the
+        # same id must not hide it.
+        found = [r for name in self.limits.accounts
+                 if (r := self.records.get((name, call_id))) is not None]
+        live = [r for r in found if r.state in ("leased", "queued")]
+        best = live or found
+        return best[0] if best else None
 
     def put(self, record: Record) -> None:
         ident = (record.account, record.call_id)

@@ -90,8 +90,12 @@ class _SqliteState:
 
     def get(self, account: str | None, call_id: str) -> Record | None:
         if account is None:
-            row = self.db.execute("SELECT body FROM calls WHERE call_id = ? LIMIT 1",
-                                  (call_id,)).fetchone()
+            # A live lease or queue entry first: an old tombstone of another account with
+            # the same id must not hide it.
+            row = self.db.execute(
+                "SELECT body FROM calls WHERE call_id = ? "
+                "ORDER BY state IN ('leased', 'queued') DESC, account LIMIT 1", (call_id,)
+            ).fetchone()
         else:
             row = self.db.execute("SELECT body FROM calls WHERE account = ? AND call_id = ?",
                                   (account, call_id)).fetchone()
@@ -132,7 +136,10 @@ class _SqliteState:
         return float(row[0])
 
     def log_event(self, key: str, at: float) -> None:
-        period = self.limits.windows[key][1]
+        spec = self.limits.windows.get(key)
+        if spec is None:  # a queued claim names a window a reload removed: nothing to count
+            return
+        period = spec[1]
         self.db.execute("INSERT INTO events (key, at, gone_at) VALUES (?, ?, ?)",
                         (key, at, at + period))
 
@@ -260,7 +267,7 @@ class SqliteStore:
             if st.get(record.account, record.call_id) is None:
                 st.put(record)
 
-        self._atomic(record.until, step)
+        self._atomic(-math.inf, step)  # no purge here: record.until is in the future
 
     def cooldown(self, provider: str, alias: str, until: float) -> None:
         self._atomic(-math.inf, lambda st: st.db.execute(
