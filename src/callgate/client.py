@@ -52,18 +52,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import MappingProxyType, TracebackType
-from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from types import TracebackType
+from typing import Any
 
 import httpx
 
-from callgate.errors import CallConflictError, CallgateError, UnknownNumberError
-from callgate.model import Direction, Layer, Outcome, Reason
+from callgate.client_wire import (
+    CallNotAdmitted,
+    GateDecision,
+    GateHTTPError,
+    GateLease,
+    GateProtocolError,
+    GateQueue,
+    GateUnavailableError,
+    LeaseLostError,
+    as_object,
+    detail_of,
+    json_or_none,
+    ok_json,
+    parse_decision,
+    parse_lease,
+    quoted_id,
+)
+from callgate.errors import CallConflictError, UnknownNumberError
+from callgate.model import Direction, Outcome
 
 __all__ = [
     "ActiveLease",
@@ -88,132 +103,6 @@ MIN_POLL_S = 0.05
 """The shortest pause between two polls of a queued call, whatever the estimate says."""
 
 
-# errors ------------------------------------------------------------------------------
-class GateProtocolError(CallgateError):
-    """The gate answered something this client cannot read (not JSON, a missing or
-    mistyped field, an unknown outcome). The server is at fault (a bug, or a server and
-    client of different versions); the load tester counts these as silent failures."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        self.status_code = status_code
-        super().__init__(message)
-
-
-class GateHTTPError(CallgateError):
-    """The gate refused the request with ``status_code`` (422 bad body, 401/403 token...).
-
-    The caller is at fault: ``detail`` says which field was wrong; retrying the same
-    request will not help."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        self.status_code = status_code
-        self.detail = detail
-        super().__init__(f"gate answered HTTP {status_code}: {detail}")
-
-
-class LeaseLostError(GateHTTPError):
-    """A renew found no lease for ``call_id``: the gate no longer counts this call.
-
-    ``status`` is ``unknown`` (never admitted, or forgotten), ``expired`` (not renewed
-    within its TTL), ``ended`` (released) or ``queued`` (still waiting). Hang up."""
-
-    def __init__(self, call_id: str, status: str, detail: str) -> None:
-        self.call_id = call_id
-        self.status = status
-        super().__init__(404, detail)
-
-
-class GateUnavailableError(CallgateError):
-    """The gate could not be reached, timed out, or answered 5xx (its store is down).
-
-    Nobody is at fault yet: retrying later may help. ``status_code`` is None for a
-    network error or a timeout."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        self.status_code = status_code
-        super().__init__(message)
-
-
-# values ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GateLease:
-    """What an admitted call holds: provider key aliases and an expiry (gate epoch seconds)."""
-
-    expires_at: float
-    ttl_s: float
-    keys: Mapping[str, str]
-    account: str | None = None
-    admitted_at: float | None = None
-
-
-@dataclass(frozen=True)
-class GateQueue:
-    """Where a queued call stands: 1-based ``position`` on its number, estimated wait (s)."""
-
-    position: int
-    estimated_wait_s: float
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """The gate's answer to one acquire, as sent over HTTP (see DESIGN.md, "Decisions")."""
-
-    call_id: str
-    outcome: Outcome
-    layer: Layer | None
-    scope: str | None
-    reason: Reason
-    lease: GateLease | None
-    queue: GateQueue | None
-    retry_after_s: float | None
-    message: str | None
-
-    @property
-    def admitted(self) -> bool:
-        return self.outcome is Outcome.ADMITTED
-
-
-class CallNotAdmitted(CallgateError):
-    """``GateClient.call()`` ended without a lease: the call must not be connected.
-
-    Not a fault: it carries the gate's final ``decision`` so the agent can act on it.
-    ``outcome`` is ``rejected``, ``retry_later`` (when ``retry=False``, or when the next
-    retry would pass ``max_wait_s``) or ``queued`` (``wait=False``, or ``max_wait_s``
-    passed; the queue entry has already been cancelled). Play ``message`` to the caller
-    (the gate's overflow message, for instance) and, when ``retry_after_s`` is set,
-    schedule a new attempt that many seconds from now. ``layer``, ``scope`` and
-    ``reason`` say which limit decided, for logs and metrics.
-    """
-
-    def __init__(self, decision: GateDecision) -> None:
-        self.decision = decision
-        where = f" at {decision.layer} {decision.scope}" if decision.layer else ""
-        super().__init__(f"call {decision.call_id!r} not admitted: "
-                         f"{decision.outcome} ({decision.reason}){where}")
-
-    @property
-    def outcome(self) -> Outcome:
-        return self.decision.outcome
-
-    @property
-    def layer(self) -> Layer | None:
-        return self.decision.layer
-
-    @property
-    def scope(self) -> str | None:
-        return self.decision.scope
-
-    @property
-    def reason(self) -> Reason:
-        return self.decision.reason
-
-    @property
-    def retry_after_s(self) -> float | None:
-        return self.decision.retry_after_s
-
-    @property
-    def message(self) -> str | None:
-        return self.decision.message
 
 
 class ActiveLease:
@@ -324,10 +213,10 @@ class GateClient:
             body["resources"] = dict(resources)
         response = await self._send("POST", "/v1/calls", json=body)
         if response.status_code == 409:
-            raise CallConflictError(_detail(response))
+            raise CallConflictError(detail_of(response))
         if response.status_code == 404:
-            raise UnknownNumberError(_detail(response))
-        decision = _parse_decision(_ok_json(response))
+            raise UnknownNumberError(detail_of(response))
+        decision = parse_decision(ok_json(response))
         if decision.call_id != call_id:
             raise GateProtocolError(f"asked about call_id {call_id!r}, the gate answered about "
                                     f"{decision.call_id!r}", status_code=200)
@@ -335,18 +224,18 @@ class GateClient:
 
     async def renew(self, call_id: str) -> GateLease:
         """Push the lease's expiry one TTL further; raises LeaseLostError when it is gone."""
-        response = await self._send("POST", f"/v1/calls/{_path(call_id)}/renew")
+        response = await self._send("POST", f"/v1/calls/{quoted_id(call_id)}/renew")
         if response.status_code == 404:
             status = "unknown"
-            payload = _json_or_none(response)
+            payload = json_or_none(response)
             if isinstance(payload, dict) and isinstance(payload.get("status"), str):
                 status = payload["status"]
-            raise LeaseLostError(call_id, status, _detail(response))
-        data = _object(_ok_json(response), "answer")
+            raise LeaseLostError(call_id, status, detail_of(response))
+        data = as_object(ok_json(response), "answer")
         if data.get("call_id") != call_id:
             raise GateProtocolError(f"renew of {call_id!r}: answer has call_id = "
                                     f"{data.get('call_id')!r}", status_code=200)
-        lease = _parse_lease(data.get("lease"), "lease")
+        lease = parse_lease(data.get("lease"), "lease")
         if lease is None:
             raise GateProtocolError("renew answer: lease = None: expected a lease object",
                                     status_code=200)
@@ -354,8 +243,8 @@ class GateClient:
 
     async def release(self, call_id: str) -> dict[str, bool]:
         """Free the lease or cancel the queued call (idempotent): ``{"released", "cancelled"}``."""
-        response = await self._send("DELETE", f"/v1/calls/{_path(call_id)}")
-        data = _object(_ok_json(response), "answer")
+        response = await self._send("DELETE", f"/v1/calls/{quoted_id(call_id)}")
+        data = as_object(ok_json(response), "answer")
         result = {}
         for name in ("released", "cancelled"):
             value = data.get(name)
@@ -505,7 +394,7 @@ class GateClient:
                                        f"({type(exc).__name__}: {exc})") from exc
         if response.status_code >= 500:
             raise GateUnavailableError(f"{method} {url}: gate answered HTTP "
-                                       f"{response.status_code}: {_detail(response)}",
+                                       f"{response.status_code}: {detail_of(response)}",
                                        status_code=response.status_code)
         return response
 
@@ -543,153 +432,3 @@ async def _finish(cleanup: Awaitable[None]) -> None:
     if not task.cancelled():
         task.result()
 
-
-# parsing -------------------------------------------------------------------------------
-_E = TypeVar("_E", Outcome, Layer, Reason)
-
-
-def _path(call_id: str) -> str:
-    return quote(call_id, safe="")
-
-
-def _json_or_none(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _detail(response: httpx.Response) -> str:
-    payload = _json_or_none(response)
-    detail = payload.get("detail") if isinstance(payload, dict) else None
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, list):  # a 422: [{"field", "value", "message"}, ...]
-        return "; ".join(
-            f"{item.get('field')} = {item.get('value')!r}: {item.get('message')}"
-            if isinstance(item, dict) else str(item)
-            for item in detail
-        )
-    text = response.text.strip()
-    return text[:200] if text else f"HTTP {response.status_code} with an empty body"
-
-
-def _ok_json(response: httpx.Response) -> object:
-    if response.status_code != 200:
-        raise GateHTTPError(response.status_code, _detail(response))
-    try:
-        return response.json()
-    except ValueError:
-        raise GateProtocolError(
-            f"answer is not JSON: {response.text[:200]!r}", status_code=200) from None
-
-
-def _object(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise GateProtocolError(f"{where} = {value!r}: expected a JSON object")
-    return value
-
-
-def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
-           *, optional: bool = False) -> Any:
-    if name not in data:
-        if optional:
-            return None
-        raise GateProtocolError(f"answer has no {name!r} field (fields: {sorted(data)})")
-    value = data[name]
-    if value is None and optional:
-        return None
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise GateProtocolError(f"{name} = {value!r}: expected {_kind_name(kind)}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(k.__name__ for k in kinds)
-
-
-def _seconds(data: Mapping[str, Any], name: str, *, optional: bool = False) -> float | None:
-    value = _field(data, name, (int, float), optional=optional)
-    if value is None:
-        return None
-    if not math.isfinite(value) or value < 0:
-        raise GateProtocolError(f"{name} = {value!r}: expected a finite number >= 0")
-    return float(value)
-
-
-def _enum(data: Mapping[str, Any], name: str, enum: type[_E],
-          *, optional: bool = False) -> _E | None:
-    value = _field(data, name, str, optional=optional)
-    if value is None:
-        return None
-    try:
-        return enum(value)
-    except ValueError:
-        accepted = ", ".join(member.value for member in enum)
-        raise GateProtocolError(f"{name} = {value!r}: expected one of {accepted}") from None
-
-
-def _parse_lease(value: object, where: str) -> GateLease | None:
-    if value is None:
-        return None
-    data = _object(value, where)
-    expires_at = _seconds(data, "expires_at")
-    ttl_s = _seconds(data, "ttl_s")
-    keys = _object(_field(data, "keys", dict), f"{where}.keys")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
-        raise GateProtocolError(f"{where}.keys = {keys!r}: expected provider -> key alias")
-    assert expires_at is not None and ttl_s is not None
-    if ttl_s <= 0:
-        raise GateProtocolError(f"{where}.ttl_s = {ttl_s!r}: expected a number > 0")
-    return GateLease(expires_at, ttl_s, MappingProxyType(dict(keys)),
-                     _field(data, "account", str, optional=True),
-                     _seconds(data, "admitted_at", optional=True))
-
-
-def _parse_queue(value: object) -> GateQueue | None:
-    if value is None:
-        return None
-    data = _object(value, "queue")
-    position = _field(data, "position", int)
-    wait_s = _seconds(data, "estimated_wait_s")
-    assert wait_s is not None
-    if position < 1:
-        raise GateProtocolError(f"queue.position = {position!r}: expected an integer >= 1")
-    return GateQueue(position, wait_s)
-
-
-_NEEDS: dict[Outcome, Literal["lease", "queue", None]] = {
-    Outcome.ADMITTED: "lease", Outcome.QUEUED: "queue",
-    Outcome.RETRY_LATER: None, Outcome.REJECTED: None,
-}
-
-
-def _parse_decision(value: object) -> GateDecision:
-    """A :class:`GateDecision` from the JSON of ``POST /v1/calls``, or GateProtocolError."""
-    try:
-        data = _object(value, "answer")
-        outcome = _enum(data, "decision", Outcome)
-        reason = _enum(data, "reason", Reason)
-        assert outcome is not None and reason is not None
-        decision = GateDecision(
-            call_id=_field(data, "call_id", str),
-            outcome=outcome,
-            layer=_enum(data, "layer", Layer, optional=True),
-            scope=_field(data, "scope", str, optional=True),
-            reason=reason,
-            lease=_parse_lease(data.get("lease"), "lease"),
-            queue=_parse_queue(data.get("queue")),
-            retry_after_s=_seconds(data, "retry_after_s", optional=True),
-            message=_field(data, "message", str, optional=True),
-        )
-    except GateProtocolError as exc:
-        raise GateProtocolError(f"unreadable decision: {exc}", status_code=200) from None
-    need = _NEEDS[decision.outcome]
-    if need is not None and getattr(decision, need) is None:
-        raise GateProtocolError(f"unreadable decision: decision = {outcome.value!r} "
-                                f"but {need} = None", status_code=200)
-    if decision.outcome is Outcome.RETRY_LATER and decision.retry_after_s is None:
-        raise GateProtocolError("unreadable decision: decision = 'retry_later' but "
-                                "retry_after_s = None", status_code=200)
-    return decision
