@@ -201,6 +201,7 @@ class SqliteStore:
     def __init__(self, path: str | Path, limits: Limits, busy_timeout_s: float = 2.0) -> None:
         self.path = str(path)
         self._limits = limits
+        self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._next_purge = -math.inf
         try:
@@ -217,26 +218,38 @@ class SqliteStore:
         return cls(path_from_url(url), limits)
 
     def _atomic(self, now: float, step: Callable[[_SqliteState], T]) -> T:
-        with self._lock:
-            purge_due = now >= self._next_purge
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store {self.path!r} is unavailable: {exc}") from exc
-            try:
-                st = _SqliteState(self._db, self._limits, purge_due)
-                result = step(st)
-                st.flush()
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
-            except BaseException:
-                self._rollback()
-                raise
-            if purge_due:
-                self._next_purge = now + 1.0
-            return result
+        # Threads of this process queue on the lock, processes on SQLite's write lock; each
+        # wait is bounded by the busy timeout, so a decision waits at most twice that and
+        # then becomes the gate's store_unavailable answer.
+        if not self._lock.acquire(timeout=self._busy_timeout_s):
+            raise StoreError(f"SQLite store {self.path!r} is busy: this process's other "
+                             f"threads held it for over {self._busy_timeout_s:g} s")
+        try:
+            return self._step(now, step)
+        finally:
+            self._lock.release()
+
+    def _step(self, now: float, step: Callable[[_SqliteState], T]) -> T:
+        """One primitive as one BEGIN IMMEDIATE transaction (the caller holds the lock)."""
+        purge_due = now >= self._next_purge
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r} is unavailable: {exc}") from exc
+        try:
+            st = _SqliteState(self._db, self._limits, purge_due)
+            result = step(st)
+            st.flush()
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+        if purge_due:
+            self._next_purge = now + 1.0
+        return result
 
     def _rollback(self) -> None:
         # If ROLLBACK fails the transaction is already gone and nothing was written.
