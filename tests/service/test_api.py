@@ -486,3 +486,15 @@ async def test_the_reaper_expires_leases_and_survives_store_errors(
             assert await asyncio.to_thread(reaped.wait, 10), results
     assert results[0] == "failed" and 1 in results
     assert any("store unavailable" in r.getMessage() for r in caplog.records)
+
+
+async def test_unencodable_values_get_a_422_not_a_500(api: Api) -> None:
+    """NaN priority and a lone surrogate in call_id are refused by name, never a 500."""
+    nan = await api.client.post("/v1/calls", content=b'{"call_id": "x", "direction": '
+                                b'"inbound", "number": "+15550000001", "priority": NaN}',
+                                headers={"content-type": "application/json"})
+    assert nan.status_code == 422 and nan.json()["detail"][0]["field"] == "body.priority"
+    bad = await api.client.post("/v1/calls", content=b'{"call_id": "\\ud800", "direction": '
+                                b'"inbound", "number": "+15550000001"}',
+                                headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "body.call_id"

@@ -8,7 +8,9 @@ store is down (503). No stack trace ever reaches a client; the server log has it
 The gate is synchronous and thread-safe. The three hot routes (acquire, renew, release)
 call it inline when its store lives in memory (a decision takes microseconds, and a
 thread hop would cost more than the decision) and in a worker thread when the store does
-I/O, so a slow SQLite transaction never blocks the event loop. The other routes are plain
+I/O, so a slow SQLite transaction never blocks the event loop. Acquire and release are
+served by :class:`InlineRoute`, which answers a plain request without FastAPI's per-request
+parameter solving (any other request goes to FastAPI unchanged). The other routes are plain
 ``def``, which FastAPI runs in its threadpool.
 
 Who may do what is in :mod:`callgate.service.auth` (bearer tokens per account, an admin
@@ -23,11 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,6 +60,7 @@ from callgate.service.auth import (
 )
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
+from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
 from callgate.service.schemas import (
     CallRequest,
     DecisionOut,
@@ -131,7 +134,7 @@ def create_app(
 
     async def decide(call: Call, ttl_s: float | None, edge: str) -> Decision:
         """Ask the gate, then count and log the answer (the one place every edge goes through)."""
-        decision: Decision = await run(partial(gate.acquire, ttl_s=ttl_s), call)
+        decision: Decision = await run(gate.acquire, call, ttl_s=ttl_s)
         if decision.lease is not None:
             account = decision.lease.account
         else:  # the number was gated just now; a reload may have dropped it since
@@ -150,8 +153,8 @@ def create_app(
         result: RenewResult = await run(gate.renew, call_id, account, ttl_s)
         return result
 
-    @app.post("/v1/calls", tags=["calls"], openapi_extra=SECURED, responses=AUTH_RESPONSES,
-              response_model=DecisionOut)
+    @inline_route(app, "POST", "/v1/calls", tags=["calls"], openapi_extra=SECURED,
+             responses=AUTH_RESPONSES, response_model=DecisionOut)
     async def acquire(body: CallRequest, request: Request) -> Response:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
         principal = principal_of(request)
@@ -167,7 +170,7 @@ def create_app(
             raise ApiError(422, {"detail": str(exc), "error": "unknown_provider"}) from None
         retry_after = retry_after_header(decision.retry_after_s)
         headers = None if retry_after is None else {"Retry-After": retry_after}
-        return JSONResponse(DecisionOut.document(decision), headers=headers)
+        return HotJSONResponse(DecisionOut.document(decision), headers=headers)
 
     @app.post(
         "/v1/calls/{call_id}/renew", tags=["calls"], openapi_extra=SECURED,
@@ -187,8 +190,8 @@ def create_app(
             raise ApiError(404, RenewRefusal.of(call_id, result.status).model_dump())
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
-    @app.delete("/v1/calls/{call_id}", tags=["calls"], openapi_extra=SECURED,
-                responses=AUTH_RESPONSES, response_model=ReleaseOut)
+    @inline_route(app, "DELETE", "/v1/calls/{call_id}", tags=["calls"], openapi_extra=SECURED,
+             responses=AUTH_RESPONSES, response_model=ReleaseOut)
     async def release(call_id: str, request: Request, account: str | None = None) -> Response:
         """The call ended (or the caller hung up while queued); idempotent.
 
@@ -196,7 +199,7 @@ def create_app(
         (nothing released, nothing cancelled): ids of other accounts do not leak.
         """
         result = await end(call_id, _acting_for(principal_of(request), account))
-        return JSONResponse({"released": result.released, "cancelled": result.cancelled})
+        return HotJSONResponse({"released": result.released, "cancelled": result.cancelled})
 
     @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
     def usage(request: Request) -> dict[str, Any]:
@@ -290,6 +293,10 @@ def create_app(
         if insecure_webhooks or not gate.stack.twilio.validate_signatures:
             log.warning("Twilio webhook signatures are NOT validated: anyone who can reach "
                         "/twilio/* can take and free slots; for local testing only")
+    # Each request is matched against the routes in order: try the hot ones before the
+    # docs' four (no path of one can match another's, so only the order of the OpenAPI
+    # document's paths changes).
+    app.router.routes.sort(key=lambda route: not isinstance(route, InlineRoute))
     return app
 
 
@@ -370,13 +377,13 @@ def _check_edges(stack: Stack, source: str | None, insecure: bool, *,
 def _runner(gate: Gate) -> Callable[..., Awaitable[Any]]:
     """How the hot routes call the gate: inline for a memory store, else in a thread."""
     if not gate.store_does_io:
-        async def inline(fn: Callable[..., Any], *args: Any) -> Any:
-            return fn(*args)
+        async def inline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
 
         return inline
 
-    async def threaded(fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+    async def threaded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     return threaded
 
@@ -437,10 +444,13 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as JSON can carry it in an error body; else its repr (NaN, lone surrogates)."""
     try:
-        return jsonable_encoder(value)
-    except (TypeError, ValueError):
+        encoded = jsonable_encoder(value)
+        json.dumps(encoded, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return repr(value)
+    return encoded
 
 
 def public_url(url: str) -> str:

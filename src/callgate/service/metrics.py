@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 
 from callgate.errors import StoreError
 from callgate.gate import Gate
-from callgate.model import Decision, Outcome, Reason, ReleaseResult
+from callgate.model import Decision, Layer, Outcome, Reason, ReleaseResult
 
 WAIT_BUCKETS_S = (1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 MAX_TRACKED_WAITS = 100_000  # past this, stale entries are swept on every new one
@@ -71,6 +71,7 @@ class Metrics:
             "callgate_decisions", "Decisions answered, by outcome and the layer and reason that "
             "decided (repeated polls of a call on hold are in callgate_queue_polls_total).",
             ["outcome", "layer", "reason"], registry=registry)
+        self._decision_counters: dict[tuple[Outcome, Layer | None, Reason], Counter] = {}
         self.queue_polls = Counter(
             "callgate_queue_polls", "Repeated polls of a call already on hold at this edge.",
             registry=registry)
@@ -89,6 +90,11 @@ class Metrics:
     def decided(self, decision: Decision, account: str) -> bool:
         """Count one decision for a call of ``account``; True when it is a repeated hold poll."""
         key = (account, decision.call_id)
+        if decision.outcome is not Outcome.QUEUED and key not in self._waits:
+            # The common case, a call that never waited here: no lock, no clock. (A
+            # concurrent decision on the same call id is ordered arbitrarily either way.)
+            self._count(decision, repeat=False)
+            return False
         now = self.gate.clock()
         repeat = False
         waited: tuple[str, float] | None = None
@@ -108,14 +114,23 @@ class Metrics:
                 waited = (outcome, now - wait.first_s)
         if waited is not None:
             self.queue_wait.labels(waited[0]).observe(max(0.0, waited[1]))
+        self._count(decision, repeat=repeat)
+        return repeat
+
+    def _count(self, decision: Decision, *, repeat: bool) -> None:
         if repeat:
             self.queue_polls.inc()
         else:
-            layer = "none" if decision.layer is None else decision.layer.value
-            self.decisions.labels(decision.outcome.value, layer, decision.reason.value).inc()
+            kind = (decision.outcome, decision.layer, decision.reason)
+            counter = self._decision_counters.get(kind)
+            if counter is None:  # labels() takes a lock and builds a key: once per kind
+                layer = "none" if decision.layer is None else decision.layer.value
+                counter = self.decisions.labels(decision.outcome.value, layer,
+                                                decision.reason.value)
+                self._decision_counters[kind] = counter
+            counter.inc()
         if decision.reason is Reason.STORE_UNAVAILABLE:
             self.store_errors.labels("decision").inc()
-        return repeat
 
     def released(self, call_id: str, account: str | None, result: ReleaseResult) -> None:
         """A release; one that cancelled a queued call ends that call's wait as abandoned."""
