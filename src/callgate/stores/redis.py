@@ -12,9 +12,9 @@ touches one cluster slot (the layout is drawn at the top of ``common.lua``): rec
 expiries, deadlines and tombstones, a queue per number, a sorted set per window. By
 default the whole stack is one domain, ``{callgate}`` (``?prefix=`` renames it): atomic
 across every layer, and Redis Cluster then gives failover rather than sharding. Redis
-spends about 50-110 us of its one thread per decision (measured on a shared 2-core
+spends about 40-80 us of its one thread per decision (measured on a shared 2-core
 machine with ``bench/bench_redis.py``, example stack, 9 scopes per call), so one slot
-carries roughly 9,000-20,000 decisions per second: far above any call rate (a decision
+carries roughly 12,000-25,000 decisions per second: far above any call rate (a decision
 per call start and end). ``?sharing=account`` tags per account (``{callgate:acme}``) to
 spread accounts over slots; it is refused unless the accounts share no trunk, provider
 pool or resource (:func:`check_sharing`).

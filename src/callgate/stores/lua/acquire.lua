@@ -23,11 +23,11 @@ local function replay(r)
   if r.s == "queued" then
     r.lp = NOW
     put(r)
-    local blockers = evaluate(claim_of(r))
+    local blockers = evaluate(slow().claim_of(r))
     if #blockers == 0 then
       blockers = {{"queue:" .. r.n, "capacity"}}
     end
-    return verdict("queued", r, blockers, position(r), true)
+    return verdict("queued", r, blockers, slow().position(r), true)
   end
   if r.s == "rejected" then
     return verdict("replay", r, {}, 0, true)
@@ -66,7 +66,7 @@ local function main()
   end
   if #blockers == 0 or c.F then
     if #blockers > 0 then
-      choice = force_choice(c, choice)
+      choice = slow().force_choice(c, choice)
     end
     return verdict("admitted", take(c, choice, nil, false), blockers, 0, false)
   end
@@ -76,16 +76,16 @@ local function main()
   local r = {a = c.a, i = c.i, s = "queued", f = c.f, n = c.n, d = c.d, p = c.p}
   local queue_len = redis.call("ZCARD", P .. "q:" .. c.n)
   if queue_len >= c.q[1] or c.q[2] <= 0 then
-    reject(r, "queue_full", "queue:" .. c.n, nil)
+    slow().reject(r, "queue_full", "queue:" .. c.n, nil)
     return verdict("queue_full", r, blockers, 0, false)
   end
   r.c = ARGV[4]
-  r.q = next_seq()
+  r.q = redis.call("INCR", P .. "seq")
   r.eq = NOW
   r.lp = NOW
   r.dl = NOW + c.q[2]
   put(r)
-  return verdict("queued", r, blockers, position(r), false)
+  return verdict("queued", r, blockers, slow().position(r), false)
 end
 
 local out = main()

@@ -25,12 +25,19 @@
 -- pool "provider:<name>" is implied, and so is the alias chosen).
 --
 -- ARGV[1] = P, ARGV[2] = digest of the limits the caller configured, ARGV[3] = now
--- (the gate's clock, epoch seconds; scripts never read Redis TIME). A script whose
--- limits hash is missing or was written from other limits answers CALLGATE_STALE and
--- the caller rewrites it and runs the script again.
+-- (the gate's clock, epoch seconds, as Python's repr of the float: exact, and used as a
+-- score as it is; scripts never read Redis TIME). A script whose limits hash is missing or
+-- was written from other limits answers CALLGATE_STALE and the caller rewrites it and
+-- runs the script again.
+--
+-- Speed: Redis runs this prelude on every call, and creating a closure costs more the
+-- more locals it captures, so the helpers a plain admission or release never needs (the
+-- queue, promotion and shadow machinery) are built on first use by slow(). Caps and
+-- counters are read in batches with HMGET, and only those a step needs.
 
 local P = ARGV[1]
 local NOW = tonumber(ARGV[3])
+local NOW_S = ARGV[3]
 local K_LIMITS = KEYS[1]
 local K_CAPS = P .. "caps"
 local K_USED = P .. "used"
@@ -38,9 +45,8 @@ local K_DUE = P .. "due"
 local K_QS = P .. "qs"
 local K_QPOLL = P .. "qpoll"
 local K_COOL = P .. "cool"
-local K_SEQ = P .. "seq"
 
-local HEAD = redis.call("HMGET", K_LIMITS, "v", "poll", "tomb", "ended")
+local HEAD = redis.call("HMGET", K_LIMITS, "v", "poll", "tomb", "ended", "accounts")
 if HEAD[1] ~= ARGV[2] then
   return redis.error_reply("CALLGATE_STALE limits not configured by this gate")
 end
@@ -50,47 +56,41 @@ local function fmt(x)
 end
 
 -- limits and counters ----------------------------------------------------------------------
-local TIMERS = {poll = tonumber(HEAD[2]), tomb = tonumber(HEAD[3]), ended = tonumber(HEAD[4])}
-local function timer(name)
-  return TIMERS[name]
-end
+local POLL, TOMB, ENDED = tonumber(HEAD[2]), tonumber(HEAD[3]), tonumber(HEAD[4])
 
-local accounts = nil
-local function all_accounts()
-  if accounts == nil then
-    accounts = cjson.decode(redis.call("HGET", K_LIMITS, "accounts"))
-  end
-  return accounts
-end
-
--- Caps, window specs and counters are read in batches and cached for the script;
--- counters are written once, by flush(), which every primitive calls before it returns.
+-- Caps, window specs and counters are read in batches and cached for the script (a cap
+-- or spec the stack does not have is cached as false); counters are written once, by
+-- flush(), which every primitive calls before it returns.
 local caps, windows, used, dirty = {}, {}, {}, {}
 
--- Read the caps and counters of keys, and the specs of window keys wkeys, not yet read.
-local function prefetch(keys, wkeys)
-  local want, nslots = {}, 0
-  for _, key in ipairs(keys) do
-    if used[key] == nil and not want[key] then
-      want[key] = true
-      want[#want + 1] = key
+-- Read the caps of keys and the specs of window keys wkeys not yet read (HMGET answers
+-- a field asked twice twice: no need to remove duplicates).
+local function fetch_caps(keys, wkeys)
+  local want, n = {}, 0
+  for i = 1, #keys do
+    local key = keys[i]
+    if caps[key] == nil then
+      n = n + 1
+      want[n] = key
     end
   end
-  nslots = #want
-  for _, key in ipairs(wkeys or {}) do
-    if windows[key] == nil and not want[key] then
-      want[key] = true
-      want[#want + 1] = key
+  local nslots = n
+  for i = 1, #wkeys do
+    local key = wkeys[i]
+    if windows[key] == nil then
+      n = n + 1
+      want[n] = key
     end
   end
-  if #want == 0 then
+  if n == 0 then
     return
   end
-  local values = redis.call("HMGET", K_CAPS, unpack(want))
+  local values = redis.call("HMGET", K_CAPS, unpack(want, 1, n))
   for i = 1, nslots do
-    caps[want[i]] = values[i] and tonumber(values[i]) or false
+    local v = values[i]
+    caps[want[i]] = v and tonumber(v) or false
   end
-  for i = nslots + 1, #want do
+  for i = nslots + 1, n do
     local v = values[i]
     if v then
       local limit, period = string.match(v, "^(%S+) (%S+)$")
@@ -98,75 +98,88 @@ local function prefetch(keys, wkeys)
     end
     windows[want[i]] = v
   end
-  if nslots > 0 then
-    local counts = redis.call("HMGET", K_USED, unpack(want, 1, nslots))
-    for i = 1, nslots do
-      used[want[i]] = tonumber(counts[i] or "0")
+end
+
+-- Read the counters of keys not yet read.
+local function fetch_used(keys)
+  local want, n = {}, 0
+  for i = 1, #keys do
+    local key = keys[i]
+    if used[key] == nil then
+      n = n + 1
+      want[n] = key
     end
   end
+  if n == 0 then
+    return
+  end
+  local counts = redis.call("HMGET", K_USED, unpack(want, 1, n))
+  for i = 1, n do
+    used[want[i]] = tonumber(counts[i] or "0")
+  end
 end
 
--- A claim's keys (its slots, pools and every key of each pool, listed by the gate in
--- c.k) and its windows, read in one go. A provider group g is {name, pool key,
--- {aliases}, {key slots}}.
-local function prefetch_claim(c)
-  prefetch(c.k, c.w)
-end
+local NONE = {}
 
 local function cap_of(key)
-  if caps[key] == nil then
-    prefetch({key})
+  local cap = caps[key]
+  if cap == nil then
+    fetch_caps({key}, NONE)
+    cap = caps[key]
   end
-  return caps[key] or nil
+  return cap or nil
 end
 
 local function window_of(key)
-  if windows[key] == nil then
-    prefetch({}, {key})
+  local spec = windows[key]
+  if spec == nil then
+    fetch_caps(NONE, {key})
+    spec = windows[key]
   end
-  return windows[key] or nil
+  return spec or nil
 end
 
 local function in_use(key)
-  if used[key] == nil then
-    prefetch({key})
+  local u = used[key]
+  if u == nil then
+    fetch_used({key})
+    u = used[key]
   end
-  return used[key]
+  return u
 end
 
 local function add(key, delta)
-  used[key] = in_use(key) + delta
+  local u = used[key]
+  if u == nil then
+    u = in_use(key)
+  end
+  used[key] = u + delta
   dirty[key] = true
 end
 
 local function flush()
-  local set, gone = {}, {}
+  local set, gone, ns, ng = {}, {}, 0, 0
   for key in pairs(dirty) do
     local v = used[key]
     if v == 0 then
-      gone[#gone + 1] = key
+      ng = ng + 1
+      gone[ng] = key
     else
-      set[#set + 1] = key
-      set[#set + 1] = v
+      set[ns + 1] = key
+      set[ns + 2] = v
+      ns = ns + 2
     end
   end
-  if #set > 0 then
-    redis.call("HSET", K_USED, unpack(set))
+  if ns > 0 then
+    redis.call("HSET", K_USED, unpack(set, 1, ns))
   end
-  if #gone > 0 then
-    redis.call("HDEL", K_USED, unpack(gone))
+  if ng > 0 then
+    redis.call("HDEL", K_USED, unpack(gone, 1, ng))
   end
   dirty = {}
 end
 
--- (key, units) of a compact held entry; the pool of a provider key slot, or nil.
-local function held_entry(h)
-  if type(h) == "table" then
-    return h[1], h[2]
-  end
-  return h, 1
-end
-
+-- The pool of a provider key slot "provider:<name>:<alias>", or nil for any other key.
 local function pool_of(key)
   if string.sub(key, 1, 9) == "provider:" then
     return string.match(key, "^(.*):[^:]*$")
@@ -186,22 +199,10 @@ local function count_since(key, since)
   return redis.call("ZCOUNT", P .. "w:" .. key, "(" .. fmt(since), "+inf")
 end
 
--- The time of the n-th (0-based, oldest first) admission after since.
-local function nth_since(key, since, n)
-  local row = redis.call("ZRANGEBYSCORE", P .. "w:" .. key, "(" .. fmt(since), "+inf",
-                         "WITHSCORES", "LIMIT", n, 1)
-  return tonumber(row[2])
-end
-
-local function next_seq()
-  return redis.call("INCR", K_SEQ)
-end
-
--- Log an admission; one in 8 also drops the events that no window can count any more.
+-- Log an admission and drop the events that no window can count any more.
 local function log_event(key)
   local zkey = P .. "w:" .. key
-  local seq = next_seq()
-  redis.call("ZADD", zkey, fmt(NOW), seq)
+  redis.call("ZADD", zkey, NOW_S, redis.call("INCR", P .. "seq"))
   local spec = window_of(key)
   if spec ~= nil then  -- every time: a sampled prune can miss a key for ever
     redis.call("ZREMRANGEBYSCORE", zkey, "-inf", fmt(NOW - spec[2] - PRUNE_MARGIN))
@@ -227,23 +228,21 @@ end
 
 local PREV = {}     -- the state each record was last stored in
 local ENCODED = {}  -- a record's MessagePack as last stored
-local CLAIMS = {}   -- decoded claims of queued records
 
 -- A record as stored: MessagePack (times as exact binary doubles), without the account
 -- and call id (they are in its key) and defaults (priority 0, not promoted).
 local function encode(r)
-  local out = {}
-  for k, v in pairs(r) do
-    out[k] = v
+  local a, i, p, pr = r.a, r.i, r.p, r.pr
+  r.a, r.i = nil, nil
+  if p == 0 then
+    r.p = nil
   end
-  out.a, out.i = nil, nil
-  if out.p == 0 then
-    out.p = nil
+  if not pr then
+    r.pr = nil
   end
-  if not out.pr then
-    out.pr = nil
-  end
-  return cmsgpack.pack(out)
+  local text = cmsgpack.pack(r)
+  r.a, r.i, r.p, r.pr = a, i, p, pr
+  return text
 end
 
 local function decode(text, id)
@@ -269,7 +268,7 @@ local function get(account, call_id)
   if account then
     return load(rid(account, call_id))
   end
-  for _, name in ipairs(all_accounts()) do
+  for _, name in ipairs(cjson.decode(HEAD[5])) do
     local r = load(rid(name, call_id))
     if r then
       return r
@@ -331,26 +330,37 @@ local function put(r)
   ENCODED[r] = text
 end
 
-local function claim_of(r)
-  local c = CLAIMS[r]
-  if c == nil then
-    c = cjson.decode(r.c)
-    CLAIMS[r] = c
+-- The helpers of queues, promotion and shadow mode, built on first use (see above).
+local SLOW, build_slow = nil, nil
+local function slow()
+  if SLOW == nil then
+    SLOW = build_slow()
   end
-  return c
+  return SLOW
 end
 
 -- the algorithm (kernel.py) --------------------------------------------------------------
 local function end_lease(r, how)
-  local keys = {}
-  for _, h in ipairs(r.h or {}) do
-    local key = held_entry(h)
-    keys[#keys + 1] = key
-    keys[#keys + 1] = pool_of(key)
+  local held = r.h or NONE
+  local keys, n = {}, 0
+  for i = 1, #held do
+    local h = held[i]
+    local key = type(h) == "table" and h[1] or h
+    n = n + 1
+    keys[n] = key
+    local pool = pool_of(key)
+    if pool then
+      n = n + 1
+      keys[n] = pool
+    end
   end
-  prefetch(keys)
-  for _, h in ipairs(r.h or {}) do
-    local key, units = held_entry(h)
+  fetch_used(keys)
+  for i = 1, #held do
+    local h = held[i]
+    local key, units = h, 1
+    if type(h) == "table" then
+      key, units = h[1], h[2]
+    end
     add(key, -units)
     local pool = pool_of(key)
     if pool then
@@ -359,18 +369,8 @@ local function end_lease(r, how)
   end
   r.s = "ended"
   r.eb = how
-  r.u = NOW + timer("ended")
+  r.u = NOW + ENDED
   r.h = nil
-  put(r)
-end
-
-local function reject(r, reason, key, retry_after)
-  r.s = "rejected"
-  r.r = reason
-  r.b = key
-  r.ra = retry_after
-  r.u = NOW + timer("tomb")
-  r.c = nil
   put(r)
 end
 
@@ -378,13 +378,15 @@ end
 -- rejections and ends past their until; returns how many leases expired.
 local function housekeeping()
   local expired = 0
-  local poll = timer("poll")
-  local due = redis.call("ZRANGEBYSCORE", K_DUE, "-inf", fmt(NOW))
+  local due = redis.call("ZRANGEBYSCORE", K_DUE, "-inf", NOW_S)
   if next(queued_numbers()) ~= nil then
     -- Candidates by last poll, with a millisecond of slack; the exact test is below.
-    for _, id in ipairs(redis.call("ZRANGEBYSCORE", K_QPOLL, "-inf", fmt(NOW - poll + 0.001))) do
+    for _, id in ipairs(redis.call("ZRANGEBYSCORE", K_QPOLL, "-inf", fmt(NOW - POLL + 0.001))) do
       due[#due + 1] = id
     end
+  end
+  if #due == 0 then
+    return 0
   end
   local seen = {}
   for _, id in ipairs(due) do
@@ -399,8 +401,8 @@ local function housekeeping()
           expired = expired + 1
         end
       elseif r.s == "queued" then
-        if r.dl <= NOW or r.lp + poll <= NOW then
-          reject(r, "queue_timeout", "queue:" .. r.n, nil)
+        if r.dl <= NOW or r.lp + POLL <= NOW then
+          slow().reject(r, "queue_timeout", "queue:" .. r.n, nil)
         end
       elseif r.u <= NOW then
         redis.call("DEL", P .. "r:" .. id)
@@ -417,13 +419,14 @@ end
 -- Every reason claim c cannot be taken now ({key, reason, until}), and the key chosen
 -- in each provider group (its index in the group).
 local function evaluate(c)
-  prefetch_claim(c)
+  fetch_caps(c.k, c.w)
+  fetch_used(c.k)
   local blockers = {}
   for _, slot in ipairs(c.s) do
     local key, units, reserve = slot[1], slot[2], slot[3]
-    local cap = cap_of(key)
-    if cap ~= nil then
-      local u = in_use(key)
+    local cap = caps[key]
+    if cap then
+      local u = used[key]
       if u + units + reserve > cap then
         local reserved = reserve > 0 and u + units <= cap
         blockers[#blockers + 1] = {key, reserved and "reserved_inbound" or "capacity"}
@@ -431,13 +434,13 @@ local function evaluate(c)
     end
   end
   for _, key in ipairs(c.w) do
-    local spec = window_of(key)
-    if spec ~= nil then
+    local spec = windows[key]
+    if spec then
       local limit, period = spec[1], spec[2]
       local count = count_since(key, NOW - period)
       if count + 1 > limit then
         -- The window has room again once enough of its oldest events have left it.
-        local leaves = nth_since(key, NOW - period, count - limit) + period
+        local leaves = slow().nth_since(key, NOW - period, count - limit) + period
         blockers[#blockers + 1] = {key, "rate_window", leaves}
       end
     end
@@ -445,8 +448,8 @@ local function evaluate(c)
   local choice = {}
   for _, g in ipairs(c.g) do
     local provider, pool, slots = g[1], g[2], g[4]
-    local pool_cap = cap_of(pool)
-    if pool_cap ~= nil and in_use(pool) + 1 > pool_cap then
+    local pool_cap = caps[pool]
+    if pool_cap and used[pool] + 1 > pool_cap then
       blockers[#blockers + 1] = {pool, "capacity"}
     else
       local best, best_room = nil, 0
@@ -459,7 +462,7 @@ local function evaluate(c)
             earliest = untl
           end
         else
-          local room = (cap_of(key) or 0) - in_use(key)
+          local room = (caps[key] or 0) - used[key]
           if room >= 1 and (best == nil or room > best_room) then
             best, best_room = index, room
           end
@@ -477,35 +480,20 @@ local function evaluate(c)
   return blockers, choice
 end
 
--- Shadow mode: a key for every group even when all are full (most headroom wins).
-local function force_choice(c, choice)
-  for _, g in ipairs(c.g) do
-    if choice[g[1]] == nil then
-      local best, best_room = nil, nil
-      for index, key in ipairs(g[4]) do
-        local room = (cap_of(key) or 0) - in_use(key)
-        if best == nil or room > best_room then
-          best, best_room = index, room
-        end
-      end
-      choice[g[1]] = best
-    end
-  end
-  return choice
-end
-
 local function take(c, choice, r, promoted)
-  local held = {}
+  local held, n = {}, 0
   for _, slot in ipairs(c.s) do
     local key, units = slot[1], slot[2]
     add(key, units)
-    held[#held + 1] = units == 1 and key or {key, units}
+    n = n + 1
+    held[n] = units == 1 and key or {key, units}
   end
   for _, g in ipairs(c.g) do
     local key = g[4][choice[g[1]]]
     add(g[2], 1)
     add(key, 1)
-    held[#held + 1] = key
+    n = n + 1
+    held[n] = key
   end
   for _, key in ipairs(c.w) do
     log_event(key)
@@ -525,115 +513,21 @@ local function take(c, choice, r, promoted)
   return r
 end
 
-local function queue_heads()
-  local heads = {}
-  for number in pairs(queued_numbers()) do
-    local first = redis.call("ZRANGE", P .. "q:" .. number, 0, 0)
-    if first[1] then
-      local r = load(string.sub(first[1], 17))
-      if r then
-        heads[#heads + 1] = r
-      end
-    end
-  end
-  return heads
-end
-
-local function by_priority_then_arrival(a, b)
-  if a.p ~= b.p then
-    return a.p > b.p
-  end
-  return a.q < b.q
-end
-
 -- Admit every queue head that fits, in (priority, arrival) order; return the rest
--- as {record, blockers}. Each pass promotes at least one head or ends the loop.
+-- as {record, blockers}.
 local function promote()
-  while true do
-    local heads = queue_heads()
-    table.sort(heads, by_priority_then_arrival)
-    local blocked, moved = {}, false
-    for _, head in ipairs(heads) do
-      local c = claim_of(head)
-      local blockers, choice = evaluate(c)
-      if #blockers > 0 then
-        blocked[#blocked + 1] = {head, blockers}
-      else
-        take(c, choice, head, true)
-        moved = true
-      end
-    end
-    if not moved then
-      return blocked
-    end
+  if next(queued_numbers()) == nil then
+    return {}
   end
+  return slow().promote()
 end
 
 -- Scopes where outbound claim c would take room that a waiting inbound head needs.
 local function inbound_waiting(c, blocked)
-  local found = {}
   if #blocked == 0 then
-    return found
+    return {}
   end
-  local mine, my_pools = {}, {}
-  for _, slot in ipairs(c.s) do
-    mine[slot[1]] = slot[2]
-  end
-  for _, g in ipairs(c.g) do
-    my_pools[g[1]] = true
-  end
-  local demand, order, pools = {}, {}, {}
-  local function want(key, n)
-    if demand[key] == nil then
-      demand[key] = 0
-      order[#order + 1] = key
-    end
-    demand[key] = demand[key] + n
-  end
-  for _, item in ipairs(blocked) do
-    local hc = claim_of(item[1])
-    for _, slot in ipairs(hc.s) do
-      if mine[slot[1]] ~= nil then
-        want(slot[1], slot[2] + slot[3])
-      end
-    end
-    for _, g in ipairs(hc.g) do
-      if my_pools[g[1]] then
-        want(g[2], 1)
-        pools[g[2]] = g
-      end
-    end
-  end
-  for _, key in ipairs(order) do
-    local wanted = demand[key]
-    local g = pools[key]
-    if g ~= nil then
-      local free = 0
-      for _, k in ipairs(g[4]) do
-        if (cooldown_until(k) or 0) <= NOW then
-          free = free + math.max(0, (cap_of(k) or 0) - in_use(k))
-        end
-      end
-      local pool_cap = cap_of(key)
-      if pool_cap ~= nil then
-        free = math.min(free, pool_cap - in_use(key))
-      end
-      if free - 1 < wanted then
-        found[#found + 1] = {key, "inbound_waiting"}
-      end
-    else
-      local cap = cap_of(key)
-      if cap ~= nil and in_use(key) + mine[key] + wanted > cap then
-        found[#found + 1] = {key, "inbound_waiting"}
-      end
-    end
-  end
-  return found
-end
-
-local function position(r)
-  local rank = redis.call("ZRANK", P .. "q:" .. r.n, qmember(r))
-  return rank and rank + 1 or 0
+  return slow().inbound_waiting(c, blocked)
 end
 
 local function expire_and_promote()
@@ -648,4 +542,161 @@ local function shown(r)
     return {}
   end
   return {rid(r.a, r.i), ENCODED[r] or encode(r)}
+end
+
+build_slow = function()
+  local S = {}
+
+  -- The time of the n-th (0-based, oldest first) admission after since.
+  function S.nth_since(key, since, n)
+    local row = redis.call("ZRANGEBYSCORE", P .. "w:" .. key, "(" .. fmt(since), "+inf",
+                           "WITHSCORES", "LIMIT", n, 1)
+    return tonumber(row[2])
+  end
+
+  function S.reject(r, reason, key, retry_after)
+    r.s = "rejected"
+    r.r = reason
+    r.b = key
+    r.ra = retry_after
+    r.u = NOW + TOMB
+    r.c = nil
+    put(r)
+  end
+
+  local CLAIMS = {}  -- decoded claims of queued records
+  function S.claim_of(r)
+    local c = CLAIMS[r]
+    if c == nil then
+      c = cjson.decode(r.c)
+      CLAIMS[r] = c
+    end
+    return c
+  end
+  local claim_of = S.claim_of
+
+  -- Shadow mode: a key for every group even when all are full (most headroom wins).
+  function S.force_choice(c, choice)
+    for _, g in ipairs(c.g) do
+      if choice[g[1]] == nil then
+        local best, best_room = nil, nil
+        for index, key in ipairs(g[4]) do
+          local room = (cap_of(key) or 0) - in_use(key)
+          if best == nil or room > best_room then
+            best, best_room = index, room
+          end
+        end
+        choice[g[1]] = best
+      end
+    end
+    return choice
+  end
+
+  local function queue_heads()
+    local heads = {}
+    for number in pairs(queued_numbers()) do
+      local first = redis.call("ZRANGE", P .. "q:" .. number, 0, 0)
+      if first[1] then
+        local r = load(string.sub(first[1], 17))
+        if r then
+          heads[#heads + 1] = r
+        end
+      end
+    end
+    return heads
+  end
+
+  local function by_priority_then_arrival(a, b)
+    if a.p ~= b.p then
+      return a.p > b.p
+    end
+    return a.q < b.q
+  end
+
+  -- Each pass promotes at least one head or ends the loop.
+  function S.promote()
+    while true do
+      local heads = queue_heads()
+      table.sort(heads, by_priority_then_arrival)
+      local blocked, moved = {}, false
+      for _, head in ipairs(heads) do
+        local c = claim_of(head)
+        local blockers, choice = evaluate(c)
+        if #blockers > 0 then
+          blocked[#blocked + 1] = {head, blockers}
+        else
+          take(c, choice, head, true)
+          moved = true
+        end
+      end
+      if not moved then
+        return blocked
+      end
+    end
+  end
+
+  function S.inbound_waiting(c, blocked)
+    local found = {}
+    local mine, my_pools = {}, {}
+    for _, slot in ipairs(c.s) do
+      mine[slot[1]] = slot[2]
+    end
+    for _, g in ipairs(c.g) do
+      my_pools[g[1]] = true
+    end
+    local demand, order, pools = {}, {}, {}
+    local function want(key, n)
+      if demand[key] == nil then
+        demand[key] = 0
+        order[#order + 1] = key
+      end
+      demand[key] = demand[key] + n
+    end
+    for _, item in ipairs(blocked) do
+      local hc = claim_of(item[1])
+      for _, slot in ipairs(hc.s) do
+        if mine[slot[1]] ~= nil then
+          want(slot[1], slot[2] + slot[3])
+        end
+      end
+      for _, g in ipairs(hc.g) do
+        if my_pools[g[1]] then
+          want(g[2], 1)
+          pools[g[2]] = g
+        end
+      end
+    end
+    for _, key in ipairs(order) do
+      local wanted = demand[key]
+      local g = pools[key]
+      if g ~= nil then
+        local free = 0
+        for _, k in ipairs(g[4]) do
+          if (cooldown_until(k) or 0) <= NOW then
+            free = free + math.max(0, (cap_of(k) or 0) - in_use(k))
+          end
+        end
+        local pool_cap = cap_of(key)
+        if pool_cap ~= nil then
+          free = math.min(free, pool_cap - in_use(key))
+        end
+        if free - 1 < wanted then
+          found[#found + 1] = {key, "inbound_waiting"}
+        end
+      else
+        local cap = cap_of(key)
+        if cap ~= nil and in_use(key) + mine[key] + wanted > cap then
+          found[#found + 1] = {key, "inbound_waiting"}
+        end
+      end
+    end
+    return found
+  end
+
+  function S.position(r)
+    local rank = redis.call("ZRANK", P .. "q:" .. r.n, qmember(r))
+    return rank and rank + 1 or 0
+  end
+
+  return S
 end

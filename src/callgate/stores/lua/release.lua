@@ -10,7 +10,7 @@ local function main()
   elseif r ~= nil and r.s == "queued" then
     r.s = "ended"
     r.eb = "cancelled"
-    r.u = NOW + timer("ended")
+    r.u = NOW + ENDED
     r.c = nil
     put(r)
     cancelled = 1
