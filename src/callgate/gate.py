@@ -8,12 +8,13 @@ messages, shadow mode and what happens when the store cannot be reached.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from callgate.clock import Clock
@@ -60,6 +61,9 @@ def _applies(window: Window, direction: str) -> bool:
     return window.direction in ("any", direction)
 
 
+_Parts = tuple[tuple[SlotNeed, ...], tuple[KeyGroup, ...], tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """What the gate derives from one stack, swapped in whole on reload."""
@@ -68,6 +72,13 @@ class _Loaded:
     limits: Limits
     routes: dict[tuple[str, str], _Route]
     queue_policy: QueuePolicy
+    # The settings every claim copies, read once here rather than per call.
+    lease_ttl_s: float
+    max_duration_s: float
+    force: bool
+    # Slots, groups and windows of calls that name their own providers or resources, built
+    # once per distinct request: stores cache per route on the identity of these tuples.
+    overrides: dict[tuple[object, ...], _Parts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class _Route:
     slots: tuple[SlotNeed, ...] = ()  # with the stack's resources: calls without overrides
     groups: tuple[KeyGroup, ...] = ()
     windows: tuple[str, ...] = ()
+    queue: QueuePolicy | None = None  # inbound routes queue; outbound never does
 
 
 class Gate:
@@ -149,6 +161,7 @@ class Gate:
         # Everything derived from the stack is built aside and swapped in with one
         # assignment, so a call on another thread sees the old stack or the new one whole.
         routes: dict[tuple[str, str], _Route] = {}
+        queue_policy = QueuePolicy(stack.inbound.queue_max, stack.inbound.max_wait)
         for number, spec in stack.numbers.items():
             account = stack.accounts[spec.account]
             trunk = stack.trunks[spec.trunk]
@@ -175,9 +188,12 @@ class Gate:
                 base = _Route(spec.account, slots, windows)
                 probe = Call("-", direction, number)
                 full = self._overridden(probe, base, stack)
-                routes[(number, direction)] = _Route(spec.account, slots, windows, *full)
-        queue_policy = QueuePolicy(stack.inbound.queue_max, stack.inbound.max_wait)
-        self._loaded = _Loaded(stack, self.limits_for(stack), routes, queue_policy)
+                queue = queue_policy if direction == "inbound" else None
+                routes[(number, direction)] = _Route(spec.account, slots, windows, *full, queue)
+        settings = stack.gate
+        self._loaded = _Loaded(stack, self.limits_for(stack), routes, queue_policy,
+                               settings.lease_ttl, settings.max_call_duration,
+                               settings.mode == "shadow")
         if stack.gate.on_store_error == "admit_local":
             local_limits = self.limits_for(stack, stack.gate.local_fraction)
             if self._local is None:
@@ -213,21 +229,33 @@ class Gate:
         if call.resources is None and call.providers is None:
             slots, groups, windows = route.slots, route.groups, route.windows
         else:
-            slots, groups, windows = self._overridden(call, route, loaded.stack)
-        settings = loaded.stack.gate
-        queue = loaded.queue_policy if call.direction == "inbound" else None
+            slots, groups, windows = self._overrides(call, route, loaded)
+        # Positional: this runs once per decision and keywords cost measurably more.
         return Claim(
-            account=route.account, call_id=call.call_id, number=call.number,
-            direction=call.direction, priority=call.priority, fingerprint=fingerprint(call),
-            slots=slots, groups=groups, windows=windows,
-            ttl_s=ttl_s or settings.lease_ttl, max_duration_s=settings.max_call_duration,
-            queue=queue, force=settings.mode == "shadow",
+            route.account, call.call_id, call.number, call.direction, call.priority,
+            fingerprint(call), slots, groups, windows, ttl_s or loaded.lease_ttl_s,
+            loaded.max_duration_s, route.queue, loaded.force,
         )
+
+    def _overrides(self, call: Call, route: _Route, loaded: _Loaded) -> _Parts:
+        """:meth:`_overridden`, memoised per (number, direction, providers, resources)."""
+        resources = None if call.resources is None else tuple(call.resources.items())
+        ident = (call.number, call.direction, call.providers, resources)
+        try:
+            parts = loaded.overrides.get(ident)
+        except TypeError:  # an unhashable providers list: still a valid request
+            return self._overridden(call, route, loaded.stack)
+        if parts is None:
+            parts = self._overridden(call, route, loaded.stack)
+            if len(loaded.overrides) > 10_000:  # never let the memo grow unbounded
+                loaded.overrides.clear()
+            loaded.overrides[ident] = parts
+        return parts
 
     @staticmethod
     def _overridden(
         call: Call, route: _Route, stack: Stack
-    ) -> tuple[tuple[SlotNeed, ...], tuple[KeyGroup, ...], tuple[str, ...]]:
+    ) -> _Parts:
         """Slots, groups and windows for a call that names its own providers or resources."""
         if call.resources is None:
             units = {name: r.per_call for name, r in stack.resources.items()}
@@ -263,7 +291,7 @@ class Gate:
         """May ``call`` start now? Idempotent on (account, call_id); see DESIGN.md."""
         claim = self.claim_for(call, ttl_s)
         now = self.clock()
-        if self._local_calls.get(call.call_id) == claim.account and self._local is not None:
+        if self._local is not None and self._local_calls.get(call.call_id) == claim.account:
             return self._shape(call, self._local.acquire(claim, now), now, local=True)
         try:
             verdict = self._store.acquire(claim, now)
@@ -276,7 +304,7 @@ class Gate:
     ) -> RenewResult:
         """Push a lease's expiry to now + its TTL (never past ``max_call_duration``)."""
         store: Store = self._store
-        if self._is_local(call_id, account):
+        if self._local is not None and self._is_local(call_id, account):
             assert self._local is not None
             store = self._local
             account = self._local_calls[call_id]
@@ -287,17 +315,20 @@ class Gate:
     def release(self, call_id: str, account: str | None = None) -> ReleaseResult:
         """Free a lease, or cancel a queued call; idempotent."""
         now = self.clock()
-        if self._is_local(call_id, account):
+        if self._local is not None and self._is_local(call_id, account):
             assert self._local is not None
             local_account = self._local_calls.pop(call_id)
-            return ReleaseResult(*self._local.release(local_account, call_id, now))
-        return ReleaseResult(*self._store.release(account, call_id, now))
+            released, cancelled = self._local.release(local_account, call_id, now)
+        else:
+            released, cancelled = self._store.release(account, call_id, now)
+        return _RELEASE_RESULTS[bool(released), bool(cancelled)]
 
     def _is_local(self, call_id: str, account: str | None) -> bool:
         """Whether ``call_id`` (of ``account``, if named) holds a lease of this process only."""
+        if self._local is None:
+            return False
         held_by = self._local_calls.get(call_id)
-        return (self._local is not None and held_by is not None
-                and account in (None, held_by))
+        return held_by is not None and account in (None, held_by)
 
     def report_provider_error(
         self, provider: str, key: str, status: int, retry_after_s: float | None = None
@@ -379,6 +410,14 @@ class Gate:
     def _shape(self, call: Call, verdict: Verdict, now: float, local: bool = False) -> Decision:
         kind = verdict.kind
         record = verdict.record
+        if kind is VerdictKind.ADMITTED and not local and not verdict.blockers:
+            # The common answer first: a plain admission (or a promotion) and nothing else.
+            assert record is not None
+            if record.promoted:
+                return Decision(call.call_id, Outcome.ADMITTED, Layer.QUEUE, call.number,
+                                Reason.PROMOTED, _lease(record))
+            return Decision(call.call_id, Outcome.ADMITTED, Layer.NUMBER, call.number,
+                            Reason.ADMITTED, _lease(record))
         inbound = self.stack.inbound
         if kind is VerdictKind.CONFLICT:
             raise CallConflictError(
@@ -478,7 +517,7 @@ class Gate:
         log.error("store unavailable for %s: %s", call.call_id, exc)
         settings = self.stack.gate
         if settings.on_store_error == "admit_local" and self._local is not None:
-            local_claim = Claim(**{**claim.__dict__, "queue": None, "force": False})
+            local_claim = dataclasses.replace(claim, queue=None, force=False)
             verdict = self._local.acquire(local_claim, now)
             if verdict.kind is VerdictKind.ADMITTED:
                 return self._shape(call, verdict, now, local=True)
@@ -487,6 +526,11 @@ class Gate:
         return Decision(call.call_id, Outcome.REJECTED, Layer.STORE, settings.store.split(":")[0],
                         Reason.STORE_UNAVAILABLE, retry_after_s=round(retry, 3),
                         message=self.stack.inbound.overflow_message)
+
+
+# Results are immutable values: one of each, shared, rather than one built per release.
+_RELEASE_RESULTS = {(released, cancelled): ReleaseResult(released, cancelled)
+                    for released in (False, True) for cancelled in (False, True)}
 
 
 def _attempts_message(attempt: int) -> str:
@@ -499,8 +543,26 @@ def _lease(record: Record | None) -> Lease:
                  dict(record.keys), record.admitted_at)
 
 
+_FINGERPRINTS: dict[tuple[str, str, str | None, int], str] = {}
+
+
 def fingerprint(call: Call) -> str:
     """What makes two requests "the same call" (``attempt`` excluded: retries reuse the id)."""
+    # Most calls name no providers or resources, so their fingerprint depends on a few
+    # plain values: memoise it (hashing costs more than the rest of building a claim).
+    if call.providers is None and call.resources is None and type(call.priority) is int:
+        ident = (call.direction, call.number, call.remote, call.priority)
+        found = _FINGERPRINTS.get(ident)
+        if found is None:
+            found = _digest(call)
+            if len(_FINGERPRINTS) > 10_000:  # remote numbers vary: never grow unbounded
+                _FINGERPRINTS.clear()
+            _FINGERPRINTS[ident] = found
+        return found
+    return _digest(call)
+
+
+def _digest(call: Call) -> str:
     resources: Mapping[str, int] = call.resources or {}
     body = repr((call.direction, call.number, call.remote, call.priority,
                  call.providers, sorted(resources.items())))

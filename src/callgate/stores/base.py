@@ -53,11 +53,14 @@ class KeyGroup:
     keys: tuple[str, ...]
     # Built once per stack and shared by every lease, rather than formatted per call.
     pool_key: str = field(init=False, repr=False, compare=False)
+    # (alias, its slot key) in config order, for the kernel's key choice.
+    key_slots: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
     _slots: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pool_key", f"provider:{self.provider}")
         object.__setattr__(self, "_slots", {a: f"provider:{self.provider}:{a}" for a in self.keys})
+        object.__setattr__(self, "key_slots", tuple(self._slots.items()))
 
     def key_slot(self, alias: str) -> str:
         return self._slots[alias]
@@ -69,9 +72,15 @@ class QueuePolicy:
     max_wait_s: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Claim:
-    """Everything one call needs, as the gate computed it from the stack."""
+    """Everything one call needs, as the gate computed it from the stack.
+
+    Treat it as immutable. It is not frozen because one is built per decision and a frozen
+    dataclass's ``__init__`` costs several times a slotted one's; ``slots``, ``groups`` and
+    ``windows`` are the gate's per-route tuples, shared by every claim of the route (stores
+    cache per route on their identity).
+    """
 
     account: str
     call_id: str
@@ -156,8 +165,10 @@ class VerdictKind(StrEnum):
     CONFLICT = "conflict"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
+    """A store's answer to a claim (not frozen for speed, like :class:`Claim`; never mutated)."""
+
     kind: VerdictKind
     record: Record | None = None
     blockers: tuple[Blocker, ...] = ()

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from callgate.model import Reason
 from callgate.stores.base import (
     Blocker,
     Claim,
+    KeyGroup,
     LayerUsage,
     Limits,
     Record,
     RenewOutcome,
+    SlotNeed,
     UsageSnapshot,
     Verdict,
     VerdictKind,
@@ -62,6 +65,37 @@ class State(Protocol):
     def next_seq(self) -> int: ...
 
 
+class Settling(State, Protocol):
+    """An optional fast path a store's state may offer (the memory store does).
+
+    ``settle(now)`` does the part of housekeeping that needs no decision (dropping index
+    entries and tombstones past their time) and returns True when nothing else is due and
+    no call is queued: housekeeping and promotion would then change nothing, so the kernel
+    skips them.
+    """
+
+    def settle(self, now: float) -> bool: ...
+
+    def add_held(self, held: Iterable[tuple[str, int]], sign: int) -> None:
+        """``add(key, sign * units)`` for every (key, units) pair, in one call."""
+        ...
+
+
+def _settled(st: State, now: float) -> bool:
+    settle = getattr(st, "settle", None)
+    return settle is not None and bool(settle(now))
+
+
+def _add_held(st: State, held: Iterable[tuple[str, int]], sign: int) -> None:
+    add_held = getattr(st, "add_held", None)
+    if add_held is not None:
+        add_held(held, sign)
+        return
+    add = st.add
+    for key, units in held:
+        add(key, sign * units)
+
+
 Choice = dict[str, str]
 
 EXPIRED_TOTAL = "#expired"
@@ -85,8 +119,7 @@ def housekeeping(st: State, now: float) -> int:
 
 
 def end_lease(st: State, record: Record, now: float, how: str) -> None:
-    for key, units in record.held:
-        st.add(key, -units)
+    _add_held(st, record.held, -1)
     record.state = "ended"
     record.ended_by = "released" if how == "released" else "expired"
     record.until = now + st.limits.ended_ttl_s
@@ -106,25 +139,62 @@ def reject(
     st.put(record)
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A route's slots, windows and groups read against one :class:`Limits`, caps resolved.
+
+    Only what :func:`evaluate` reads, in the order it reads it: scopes without a cap or
+    window spec are left out (evaluate skips them anyway).
+    """
+
+    limits: Limits
+    slots: tuple[SlotNeed, ...]
+    groups: tuple[KeyGroup, ...]
+    windows: tuple[str, ...]
+    capped: tuple[tuple[SlotNeed, str, int, int], ...]  # slot, key, units + reserve, cap
+    rates: tuple[tuple[str, int, float], ...]  # window key, limit, period
+    pools: tuple[tuple[KeyGroup, int | None, tuple[tuple[str, str, int], ...]], ...]
+    # (group, pool cap, ((alias, key slot, key cap), ...))
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(claim: Claim, limits: Limits) -> _Plan:
+    # Keyed on the identity of the route's tuples, which the gate shares between the claims
+    # of a route; the plan keeps them alive, so an id is never reused while cached.
+    slots, groups, windows = claim.slots, claim.groups, claim.windows
+    plan = _PLANS.get(id(slots))
+    if (plan is not None and plan.slots is slots and plan.groups is groups
+            and plan.windows is windows and plan.limits is limits):
+        return plan
+    caps, specs = limits.caps, limits.windows
+    plan = _Plan(
+        limits, slots, groups, windows,
+        tuple((s, s.key, s.units + s.reserve, caps[s.key]) for s in slots if s.key in caps),
+        tuple((key, *specs[key]) for key in windows if key in specs),
+        tuple((g, caps.get(g.pool_key), tuple((a, k, caps.get(k, 0)) for a, k in g.key_slots))
+              for g in groups),
+    )
+    if len(_PLANS) > 10_000:  # stacks change on reload; never let the cache grow unbounded
+        _PLANS.clear()
+    _PLANS[id(slots)] = plan
+    return plan
+
+
 def evaluate(st: State, claim: Claim, now: float) -> tuple[list[Blocker], Choice]:
     """Every reason ``claim`` cannot be taken now, and the key each provider group would use."""
-    caps = st.limits.caps
+    plan = _plan(claim, st.limits)
+    in_use = st.in_use
     blockers: list[Blocker] = []
-    for slot in claim.slots:
-        cap = caps.get(slot.key)
-        if cap is None:
-            continue
-        used = st.in_use(slot.key)
-        if used + slot.units + slot.reserve > cap:
+    for slot, key, need, cap in plan.capped:
+        used = in_use(key)
+        if used + need > cap:
             reserved = slot.reserve > 0 and used + slot.units <= cap
             blockers.append(
-                Blocker(slot.key, Reason.RESERVED_INBOUND if reserved else Reason.CAPACITY)
+                Blocker(key, Reason.RESERVED_INBOUND if reserved else Reason.CAPACITY)
             )
-    for key in claim.windows:
-        spec = st.limits.windows.get(key)
-        if spec is None:
-            continue
-        limit, period = spec
+    for key, limit, period in plan.rates:
         count = st.count_since(key, now - period)
         if count + 1 > limit:
             # The window has room again once enough of its oldest events have left it.
@@ -132,60 +202,72 @@ def evaluate(st: State, claim: Claim, now: float) -> tuple[list[Blocker], Choice
                       if limit > 0 else None)
             blockers.append(Blocker(key, Reason.RATE_WINDOW, leaves))
     choice: Choice = {}
-    for group in claim.groups:
-        pool_cap = caps.get(group.pool_key)
-        if pool_cap is not None and st.in_use(group.pool_key) + 1 > pool_cap:
-            blockers.append(Blocker(group.pool_key, Reason.CAPACITY))
+    cooldown_until = st.cooldown_until
+    for group, pool_cap, key_slots in plan.pools:
+        pool_key = group.pool_key
+        if pool_cap is not None and in_use(pool_key) + 1 > pool_cap:
+            blockers.append(Blocker(pool_key, Reason.CAPACITY))
             continue
-        best: tuple[int, int, str] | None = None
+        # The most headroom wins; on a tie the earlier key (config order) keeps it.
+        best: str | None = None
+        best_room = 0
         cooling: list[float] = []
-        for index, alias in enumerate(group.keys):
-            until = st.cooldown_until(group.provider, alias)
+        provider = group.provider
+        for alias, key_slot, key_cap in key_slots:
+            until = cooldown_until(provider, alias)
             if until is not None and until > now:
                 cooling.append(until)
                 continue
-            key_slot = group.key_slot(alias)
-            headroom = caps.get(key_slot, 0) - st.in_use(key_slot)
-            if headroom >= 1 and (best is None or (-headroom, index) < best[:2]):
-                best = (-headroom, index, alias)
+            headroom = key_cap - in_use(key_slot)
+            if headroom > best_room:
+                best, best_room = alias, headroom
         if best is not None:
-            choice[group.provider] = best[2]
+            choice[provider] = best
         elif len(cooling) == len(group.keys):
-            blockers.append(Blocker(group.pool_key, Reason.PROVIDER_COOLDOWN, min(cooling)))
+            blockers.append(Blocker(pool_key, Reason.PROVIDER_COOLDOWN, min(cooling)))
         else:
-            blockers.append(Blocker(group.pool_key, Reason.CAPACITY))
+            blockers.append(Blocker(pool_key, Reason.CAPACITY))
     return blockers, choice
 
 
 def _force_choice(st: State, claim: Claim, choice: Choice) -> Choice:
     """Shadow mode: a key for every group even when all are full (most headroom wins)."""
-    forced = dict(choice)
+    forced: Choice = {}  # in group order, as _held relies on
     for group in claim.groups:
-        if group.provider not in forced:
-            forced[group.provider] = max(
+        alias = choice.get(group.provider)
+        if alias is None:
+            alias = max(
                 group.keys,
                 key=lambda a: st.limits.caps.get(group.key_slot(a), 0)
                 - st.in_use(group.key_slot(a)),
             )
+        forced[group.provider] = alias
     return forced
 
 
-_HELD: dict[tuple[object, ...], tuple[tuple[str, int], ...]] = {}
+Held = tuple[tuple[str, int], ...]
+_HELD: dict[tuple[object, ...], tuple[object, object, Held]] = {}
 
 
-def _held(claim: Claim, choice: Choice) -> tuple[tuple[str, int], ...]:
+def _held(claim: Claim, choice: Choice) -> Held:
     """The slots a lease holds; shared between leases of the same route and keys (memory)."""
-    ident = (claim.slots, claim.groups, *(choice[g.provider] for g in claim.groups))
-    held = _HELD.get(ident)
-    if held is None:
-        items = [(slot.key, slot.units) for slot in claim.slots]
-        for group in claim.groups:
-            items.append((group.pool_key, 1))
-            items.append((group.key_slot(choice[group.provider]), 1))
-        held = tuple(items)
-        if len(_HELD) > 10_000:  # stacks change on reload; never let the cache grow unbounded
-            _HELD.clear()
-        _HELD[ident] = held
+    # Keyed on the identity of the route's tuples (hashing them costs more than building
+    # the result); the entry keeps them alive, so an id is never reused while cached.
+    slots, groups = claim.slots, claim.groups
+    # ``choice`` lists the groups' providers in group order (evaluate and _force_choice
+    # build it so), so its values alone name the keys.
+    ident = (id(slots), id(groups), *choice.values())
+    entry = _HELD.get(ident)
+    if entry is not None and entry[0] is slots and entry[1] is groups:
+        return entry[2]
+    items = [(slot.key, slot.units) for slot in slots]
+    for group in groups:
+        items.append((group.pool_key, 1))
+        items.append((group.key_slot(choice[group.provider]), 1))
+    held = tuple(items)
+    if len(_HELD) > 10_000:  # stacks change on reload; never let the cache grow unbounded
+        _HELD.clear()
+    _HELD[ident] = (slots, groups, held)
     return held
 
 
@@ -193,25 +275,30 @@ def take(
     st: State, claim: Claim, choice: Choice, now: float, record: Record | None, promoted: bool
 ) -> Record:
     held = _held(claim, choice)
-    for key, units in held:
-        st.add(key, units)
+    _add_held(st, held, 1)
     for key in claim.windows:
         st.log_event(key, now)
+    max_end = now + claim.max_duration_s
+    expires_at = min(now + claim.ttl_s, max_end)
     if record is None:
+        # Positional (Record's field order), as keywords cost measurably more per admission:
+        # account, call_id, state, fingerprint, number, direction, priority, held, keys,
+        # admitted_at, expires_at, max_end, ttl_s, promoted.
         record = Record(
-            account=claim.account, call_id=claim.call_id, state="leased",
-            fingerprint=claim.fingerprint, number=claim.number, direction=claim.direction,
-            priority=claim.priority,
+            claim.account, claim.call_id, "leased", claim.fingerprint, claim.number,
+            claim.direction, claim.priority, held, dict(choice), now, expires_at, max_end,
+            claim.ttl_s, promoted,
         )
-    record.state = "leased"
-    record.held = held
-    record.keys = dict(choice)
-    record.admitted_at = now
-    record.max_end = now + claim.max_duration_s
-    record.ttl_s = claim.ttl_s
-    record.expires_at = min(now + claim.ttl_s, record.max_end)
-    record.promoted = promoted
-    record.claim = None
+    else:
+        record.state = "leased"
+        record.held = held
+        record.keys = dict(choice)
+        record.admitted_at = now
+        record.max_end = max_end
+        record.ttl_s = claim.ttl_s
+        record.expires_at = expires_at
+        record.promoted = promoted
+        record.claim = None
     st.put(record)
     return record
 
@@ -282,8 +369,12 @@ def position(st: State, record: Record) -> int:
 
 def acquire(st: State, claim: Claim, now: float) -> Verdict:
     """The whole admission step for one call (see the module docstring)."""
-    housekeeping(st, now)
-    blocked = promote(st, now)
+    settled = _settled(st, now)
+    if settled:
+        blocked: Blocked = []
+    else:
+        housekeeping(st, now)
+        blocked = promote(st, now)
     existing = st.get(claim.account, claim.call_id)
     # A tombstone past its time is gone, whenever the store gets round to purging it.
     if existing is not None and not (existing.state in ("rejected", "ended")
@@ -291,7 +382,9 @@ def acquire(st: State, claim: Claim, now: float) -> Verdict:
         return _replay(st, existing, claim, now)
     blockers, choice = evaluate(st, claim, now)
     if claim.direction == "inbound":
-        ahead = [e for e in st.queue_of(claim.number) if e.priority >= claim.priority]
+        # Settled: no call is queued, so nobody is ahead.
+        ahead = [] if settled else [
+            e for e in st.queue_of(claim.number) if e.priority >= claim.priority]
         if ahead and not blockers:
             head_blockers = next((b for h, b in blocked if h.number == claim.number), [])
             blockers = head_blockers or [Blocker(f"queue:{claim.number}", Reason.CAPACITY)]
@@ -342,7 +435,10 @@ def _replay(st: State, record: Record, claim: Claim, now: float) -> Verdict:
 
 def release(st: State, account: str | None, call_id: str, now: float) -> tuple[bool, bool]:
     """Free a lease or cancel a queued call, then promote; idempotent."""
-    housekeeping(st, now)
+    # Settled means no call is queued: nothing to cancel below and nobody to promote after.
+    settled = _settled(st, now)
+    if not settled:
+        housekeeping(st, now)
     record = st.get(account, call_id)
     released = cancelled = False
     if record is not None and record.state == "leased":
@@ -355,7 +451,8 @@ def release(st: State, account: str | None, call_id: str, now: float) -> tuple[b
         record.claim = None
         st.put(record)
         cancelled = True
-    promote(st, now)
+    if not settled:
+        promote(st, now)
     return released, cancelled
 
 

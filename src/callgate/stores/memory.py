@@ -6,6 +6,7 @@ import heapq
 import threading
 from bisect import insort
 from collections import deque
+from collections.abc import Callable, Iterable
 
 from callgate.stores import kernel
 from callgate.stores.base import (
@@ -20,14 +21,29 @@ from callgate.stores.base import (
 DISABLED = float("inf")
 
 
+class _Counts(dict[str, int]):
+    """Slots in use per key; a key never used reads 0.
+
+    A key whose count falls back to 0 is kept rather than deleted: the set of keys is
+    bounded by the stack, and reading a count is then one lookup in C.
+    """
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
 class _MemoryState:
     """Dicts and heaps behind :class:`kernel.State`; the store's lock guards every call."""
+
+    in_use: Callable[[str], int]
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.records: dict[tuple[str, str], Record] = {}
         self.indexed: dict[tuple[str, str], str] = {}
-        self.slots: dict[str, int] = {}
+        self.slots = _Counts()
+        # The kernel reads counts many times per decision: a bound C method, not a Python one.
+        self.in_use = self.slots.__getitem__
         self.window_log: dict[str, deque[float]] = {}
         self.cooldowns: dict[tuple[str, str], float] = {}
         self.queues: dict[str, list[tuple[int, int, Record]]] = {}
@@ -38,51 +54,59 @@ class _MemoryState:
 
     # records --------------------------------------------------------------
     def get(self, account: str | None, call_id: str) -> Record | None:
+        records = self.records
         if account is not None:
-            return self.records.get((account, call_id))
+            return records.get((account, call_id))
         # A live lease or queue entry first: an old tombstone of another account with the
-        # same id must not hide it.
-        found = [r for name in self.limits.accounts
-                 if (r := self.records.get((name, call_id))) is not None]
-        live = [r for r in found if r.state in ("leased", "queued")]
-        best = live or found
-        return best[0] if best else None
+        # same id must not hide it; else the first account's (in config order).
+        first = None
+        for name in self.limits.accounts:
+            record = records.get((name, call_id))
+            if record is not None:
+                if record.state in ("leased", "queued"):
+                    return record
+                if first is None:
+                    first = record
+        return first
 
     def put(self, record: Record) -> None:
         ident = (record.account, record.call_id)
+        state = record.state
         # Records are mutated in place by the kernel, so the state they were last indexed
         # under is kept apart.
         previous = self.indexed.get(ident)
         was_leased = previous == "leased"
         was_queued = previous == "queued"
-        if was_queued and record.state != "queued":
+        if was_queued and state != "queued":
             entries = self.queues[record.number]
             entries[:] = [e for e in entries if e[2] is not record]
             if not entries:
                 del self.queues[record.number]
-        if record.state == "queued" and not was_queued:
-            insort(self.queues.setdefault(record.number, []),
-                   (-record.priority, record.seq, record), key=lambda e: (e[0], e[1]))
-        if record.state == "leased":
+        if state == "leased":
             heapq.heappush(self.lease_heap, (record.expires_at, *ident))
-            self.leases += 0 if was_leased else 1
-        elif was_leased:
-            self.leases -= 1
-        if record.state in ("rejected", "ended"):
-            heapq.heappush(self.tomb_heap, (record.until, *ident))
-        self.indexed[ident] = record.state
+            if not was_leased:
+                self.leases += 1
+        else:
+            if was_leased:
+                self.leases -= 1
+            if state == "queued":
+                if not was_queued:
+                    insort(self.queues.setdefault(record.number, []),
+                           (-record.priority, record.seq, record), key=lambda e: (e[0], e[1]))
+            else:  # rejected or ended: a tombstone
+                heapq.heappush(self.tomb_heap, (record.until, *ident))
+        self.indexed[ident] = state
         self.records[ident] = record
 
     # slots and windows ----------------------------------------------------
-    def in_use(self, key: str) -> int:
-        return self.slots.get(key, 0)
-
     def add(self, key: str, delta: int) -> None:
-        value = self.slots.get(key, 0) + delta
-        if value:
-            self.slots[key] = value
-        else:
-            self.slots.pop(key, None)
+        self.slots[key] += delta
+
+    def add_held(self, held: Iterable[tuple[str, int]], sign: int) -> None:
+        """The kernel's optional fast path: ``add(key, sign * units)`` for every pair."""
+        slots = self.slots
+        for key, units in held:
+            slots[key] += sign * units
 
     def _pruned(self, key: str, since: float) -> deque[float]:
         log = self.window_log.get(key)
@@ -93,7 +117,13 @@ class _MemoryState:
         return log
 
     def count_since(self, key: str, since: float) -> int:
-        return len(self._pruned(key, since))
+        # _pruned inlined: the kernel asks once per window per decision.
+        log = self.window_log.get(key)
+        if log is None:
+            return 0
+        while log and log[0] <= since:
+            log.popleft()
+        return len(log)
 
     def nth_since(self, key: str, since: float, n: int) -> float:
         return self._pruned(key, since)[n]
@@ -102,9 +132,32 @@ class _MemoryState:
         self.window_log.setdefault(key, deque()).append(at)
 
     def cooldown_until(self, provider: str, alias: str) -> float | None:
-        return self.cooldowns.get((provider, alias))
+        cooldowns = self.cooldowns
+        return cooldowns.get((provider, alias)) if cooldowns else None
 
     # due work -------------------------------------------------------------
+    def settle(self, now: float) -> bool:
+        """The kernel's optional fast path (:class:`kernel.Settling`).
+
+        Drops lease-heap entries that no longer match their record (released or renewed
+        leases leave them behind) and tombstones past their time, then says whether
+        nothing else is due: no lease past its expiry and no call queued.
+        """
+        if self.queues:
+            return False
+        heap = self.lease_heap
+        records = self.records
+        while heap and heap[0][0] <= now:
+            expires_at, account, call_id = heap[0]
+            record = records.get((account, call_id))
+            if record is not None and record.state == "leased" and record.expires_at == expires_at:
+                return False
+            heapq.heappop(heap)
+        tombs = self.tomb_heap
+        if tombs and tombs[0][0] <= now:
+            self.purge(now)
+        return True
+
     def due_leases(self, now: float) -> list[Record]:
         due = []
         heap = self.lease_heap
