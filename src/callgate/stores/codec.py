@@ -1,43 +1,189 @@
-"""Records to JSON and back, for stores that keep them outside the process."""
+"""Records to SQLite rows and back: one column per field the SQL reads, compact values.
+
+A lease is most of a busy store, so its row is kept small: states, directions and
+``ended_by`` are small integers, and the slots it holds are one string of tokens in
+which what can be derived is abbreviated (the pool slot ``provider:P`` that comes with
+each key ``provider:P:A``, the record's own number and account). ``keys`` is derived
+from those pairs and stored only when it differs. The rare fields (a queued call's
+claim, a rejection's reason) go in one JSON column. Every encoding is lossless: what
+cannot be abbreviated is written out in full.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, fields
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from typing import Any, Literal
 
-from callgate.model import Reason
-from callgate.stores.base import Claim, KeyGroup, QueuePolicy, Record, SlotNeed
+from callgate.model import Direction, Reason
+from callgate.stores.base import Claim, KeyGroup, QueuePolicy, Record, RecordState, SlotNeed
 
-_DEFAULTS = {f.name: f.default for f in fields(Record) if f.default is not MISSING}
+COLUMNS = ("call_id, account, state, number, direction, priority, fingerprint, held, keys, "
+           "admitted_at, expires_at, max_end, ttl_s, promoted, seq, enqueued_at, deadline, "
+           "last_poll, until, ended_by, extra")
+WIDTH = COLUMNS.count(",") + 1
+
+LEASED, QUEUED, REJECTED, ENDED = 0, 1, 2, 3
+STATE_CODE: dict[RecordState, int] = {
+    "leased": LEASED, "queued": QUEUED, "rejected": REJECTED, "ended": ENDED}
+STATES: list[RecordState] = ["leased", "queued", "rejected", "ended"]
+DIRECTION_CODE: dict[Direction, int] = {"inbound": 0, "outbound": 1}
+DIRECTIONS: list[Direction] = ["inbound", "outbound"]
+EndedBy = Literal["released", "expired", "cancelled", ""]
+ENDED_BY_CODE: dict[EndedBy, int] = {"": 0, "released": 1, "expired": 2, "cancelled": 3}
+ENDED_BYS: list[EndedBy] = ["", "released", "expired", "cancelled"]
+
+# Held slots: tokens joined by SEP, units other than 1 after UNITS. A token is "~P:A" for
+# the pair (provider:P, 1), (provider:P:A, 1); "#n" / "#a" for the record's own number /
+# account slot; "!" + key for a key that starts with a marker; otherwise the key itself.
+# Keys containing SEP or UNITS (never made by the gate) make the whole list JSON ("[...").
+SEP, UNITS = "\x1f", "\x1e"
+_POOL = "provider:"
+_MARKERS = ("~", "#", "!", "[")
+
+Held = tuple[tuple[str, int], ...]
+_encoded: dict[tuple[int, str, str], tuple[Held, str]] = {}
+_decoded: dict[tuple[str, str, str], tuple[Held, tuple[tuple[str, str], ...]]] = {}
+_keys_text: dict[tuple[tuple[str, str], ...], str] = {}  # an ended lease's keys, as JSON
+_CACHE_MAX = 10_000  # both caches are per route and key choice; bounded all the same
 
 
-def dump_record(record: Record) -> str:
-    """JSON of ``record`` without the fields left at their defaults (most of a lease's)."""
-    # dataclasses.asdict deep-copies every field; a shallow dict is several times faster
-    # and only the claim (a nested frozen dataclass) needs converting.
-    data: dict[str, Any] = {}
-    for name in _NAMES:
-        value = getattr(record, name)
-        if name not in _DEFAULTS or value != _DEFAULTS[name]:
-            data[name] = value
+def _token(key: str, units: int, number: str, account: str) -> str:
+    if key == "number:" + number:
+        token = "#n"
+    elif key == "account:" + account:
+        token = "#a"
+    else:
+        token = "!" + key if not key or key.startswith(_MARKERS) else key
+    return token if units == 1 else f"{token}{UNITS}{units}"
+
+
+def encode_held(held: Held, number: str, account: str) -> str:
+    """The token string of ``held`` (cached per held tuple, which the kernel shares)."""
+    ident = (id(held), number, account)
+    cached = _encoded.get(ident)
+    if cached is not None and cached[0] is held:
+        return cached[1]
+    if any(SEP in key or UNITS in key for key, _ in held):
+        text = json.dumps(held, separators=(",", ":"))
+    else:
+        tokens = []
+        i = 0
+        while i < len(held):
+            key, units = held[i]
+            if (units == 1 and key.startswith(_POOL) and i + 1 < len(held)
+                    and ":" not in key[len(_POOL):]
+                    and held[i + 1][1] == 1 and held[i + 1][0].startswith(key + ":")):
+                tokens.append("~" + held[i + 1][0][len(_POOL):])
+                i += 2
+                continue
+            tokens.append(_token(key, units, number, account))
+            i += 1
+        text = SEP.join(tokens)
+    if len(_encoded) > _CACHE_MAX:
+        _encoded.clear()
+    _encoded[ident] = (held, text)
+    return text
+
+
+def decode_held(text: str, number: str, account: str) -> tuple[Held, tuple[tuple[str, str], ...]]:
+    """``held`` and the key choices its provider pairs imply, from :func:`encode_held`."""
+    ident = (text, number, account)
+    cached = _decoded.get(ident)
+    if cached is not None:
+        return cached
+    held: list[tuple[str, int]] = []
+    keys: list[tuple[str, str]] = []
+    if text.startswith("["):
+        held = [(key, units) for key, units in json.loads(text)]
+    elif text:
+        for token in text.split(SEP):
+            token, _, count = token.partition(UNITS)
+            units = int(count) if count else 1
+            if token.startswith("~"):
+                provider, _, alias = token[1:].partition(":")
+                held += [(_POOL + provider, 1), (_POOL + token[1:], 1)]
+                keys.append((provider, alias))
+            elif token == "#n":
+                held.append(("number:" + number, units))
+            elif token == "#a":
+                held.append(("account:" + account, units))
+            else:
+                held.append((token[1:] if token.startswith("!") else token, units))
+    result = (tuple(held), tuple(keys))
+    if len(_decoded) > _CACHE_MAX:
+        _decoded.clear()
+    _decoded[ident] = result
+    return result
+
+
+def record_row(record: Record) -> tuple[Any, ...]:
+    """The column values of ``record``, in :data:`COLUMNS` order."""
+    held = encode_held(record.held, record.number, record.account)
+    keys: str | None = None
+    items = tuple(record.keys.items())
+    if items != decode_held(held, record.number, record.account)[1]:
+        keys = _keys_text.get(items)
+        if keys is None:
+            keys = json.dumps(record.keys, separators=(",", ":"))
+            if len(_keys_text) > _CACHE_MAX:
+                _keys_text.clear()
+            _keys_text[items] = keys
+    extra: dict[str, Any] = {}
     if record.claim is not None:
-        data["claim"] = {
-            f.name: getattr(record.claim, f.name) for f in fields(Claim)
-        }
-        data["claim"]["slots"] = [asdict(slot) for slot in record.claim.slots]
-        data["claim"]["groups"] = [
-            {"provider": g.provider, "keys": g.keys} for g in record.claim.groups
-        ]
-        queue = record.claim.queue
-        data["claim"]["queue"] = asdict(queue) if queue is not None else None
-    return json.dumps(data, separators=(",", ":"))
+        extra["claim"] = dump_claim(record.claim)
+    if record.reason is not None:
+        extra["reason"] = record.reason.value
+    if record.blocker_key is not None:
+        extra["blocker_key"] = record.blocker_key
+    if record.retry_after_s is not None:
+        extra["retry_after_s"] = record.retry_after_s
+    return (
+        record.call_id, record.account, STATE_CODE[record.state], record.number,
+        DIRECTION_CODE[record.direction], record.priority, record.fingerprint,
+        held, keys, record.admitted_at, record.expires_at, record.max_end, record.ttl_s,
+        int(record.promoted), record.seq, record.enqueued_at, record.deadline,
+        record.last_poll, record.until, ENDED_BY_CODE[record.ended_by],
+        json.dumps(extra, separators=(",", ":")) if extra else None,
+    )
 
 
-_NAMES = [f.name for f in fields(Record)]
+def row_record(row: Sequence[Any]) -> Record:
+    """The record of a row of :data:`COLUMNS` (as :func:`record_row` wrote it)."""
+    (call_id, account, state, number, direction, priority, fingerprint, held_text, keys_text,
+     admitted_at, expires_at, max_end, ttl_s, promoted, seq, enqueued_at, deadline,
+     last_poll, until, ended_by, extra_text) = row
+    held, derived = decode_held(held_text, number, account)
+    keys = json.loads(keys_text) if keys_text is not None else dict(derived)
+    record = Record(
+        account=account, call_id=call_id, state=STATES[state],
+        fingerprint=fingerprint,
+        number=number, direction=DIRECTIONS[direction], priority=priority, held=held,
+        keys=keys, admitted_at=admitted_at, expires_at=expires_at, max_end=max_end,
+        ttl_s=ttl_s, promoted=bool(promoted), seq=seq, enqueued_at=enqueued_at,
+        deadline=deadline, last_poll=last_poll, until=until, ended_by=ENDED_BYS[ended_by],
+    )
+    if extra_text is not None:
+        extra = json.loads(extra_text)
+        if "claim" in extra:
+            record.claim = load_claim(extra["claim"])
+        if "reason" in extra:
+            record.reason = Reason(extra["reason"])
+        record.blocker_key = extra.get("blocker_key")
+        record.retry_after_s = extra.get("retry_after_s")
+    return record
 
 
-def _claim(data: dict[str, Any]) -> Claim:
+def dump_claim(claim: Claim) -> dict[str, Any]:
+    data = {f.name: getattr(claim, f.name) for f in fields(Claim)}
+    data["slots"] = [asdict(slot) for slot in claim.slots]
+    data["groups"] = [{"provider": g.provider, "keys": g.keys} for g in claim.groups]
+    data["queue"] = asdict(claim.queue) if claim.queue is not None else None
+    return data
+
+
+def load_claim(data: dict[str, Any]) -> Claim:
     queue = data["queue"]
     return Claim(
         account=data["account"], call_id=data["call_id"], number=data["number"],
@@ -48,14 +194,3 @@ def _claim(data: dict[str, Any]) -> Claim:
         max_duration_s=data["max_duration_s"],
         queue=QueuePolicy(**queue) if queue is not None else None, force=data["force"],
     )
-
-
-def load_record(text: str) -> Record:
-    data = json.loads(text)
-    if "held" in data:
-        data["held"] = tuple((key, units) for key, units in data["held"])
-    if data.get("claim") is not None:
-        data["claim"] = _claim(data["claim"])
-    if data.get("reason") is not None:
-        data["reason"] = Reason(data["reason"])
-    return Record(**data)

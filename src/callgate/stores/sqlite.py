@@ -5,6 +5,13 @@ survive a restart, and several gate processes on one host can share it: SQLite's
 lock makes each primitive atomic across processes. A writer that cannot get the lock
 within the busy timeout gets :class:`~callgate.errors.StoreError`, which the gate turns
 into the configured ``on_store_error`` decision.
+
+A primitive costs few statements. Right after ``BEGIN IMMEDIATE`` one query reads what
+the step will need: the earliest lease expiry (so housekeeping skips its queries when
+nothing is due), whether any call is queued or any key cooling, the slot counts and
+window counts of the claim, and the call's own record. Slot counts change by deltas
+written once at the end of the step. Everything read is read under the write lock, and
+nothing outlives the transaction: several processes share the file safely.
 """
 
 from __future__ import annotations
@@ -13,43 +20,82 @@ import contextlib
 import math
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from callgate.errors import StoreError
 from callgate.stores import kernel
 from callgate.stores.base import Claim, Limits, Record, RenewOutcome, UsageSnapshot, Verdict
-from callgate.stores.codec import dump_record, load_record
+from callgate.stores.codec import COLUMNS, REJECTED, WIDTH, record_row, row_record
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    account TEXT NOT NULL, call_id TEXT NOT NULL, state TEXT NOT NULL,
-    number TEXT NOT NULL, priority INTEGER NOT NULL, seq INTEGER NOT NULL,
-    expires_at REAL NOT NULL, until REAL NOT NULL, deadline REAL NOT NULL,
-    last_poll REAL NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (account, call_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS calls_expiry ON calls (expires_at) WHERE state = 'leased';
-CREATE INDEX IF NOT EXISTS calls_until ON calls (until) WHERE state IN ('rejected', 'ended');
-CREATE INDEX IF NOT EXISTS calls_queue ON calls (number, priority DESC, seq)
-    WHERE state = 'queued';
-CREATE INDEX IF NOT EXISTS calls_id ON calls (call_id);
-CREATE TABLE IF NOT EXISTS slots (key TEXT PRIMARY KEY, in_use INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (key TEXT NOT NULL, at REAL NOT NULL, gone_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS events_key ON events (key, at);
-CREATE INDEX IF NOT EXISTS events_gone ON events (gone_at);
-CREATE TABLE IF NOT EXISTS cooldowns (
-    provider TEXT NOT NULL, alias TEXT NOT NULL, until REAL NOT NULL,
-    PRIMARY KEY (provider, alias)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (name, value) VALUES ('seq', 0);
-"""
+SCHEMA_VERSION = 2
+"""Bumped whenever the tables change; a file of another version is refused, not guessed at."""
+
+SCHEMA = (
+    # state: 0 leased, 1 queued, 2 rejected, 3 ended (see codec); each row is in one of the
+    # partial indexes below, so writing a record touches two b-trees.
+    "CREATE TABLE calls (call_id TEXT NOT NULL, account TEXT NOT NULL, state INTEGER NOT NULL, "
+    "number TEXT NOT NULL, direction INTEGER NOT NULL, priority INTEGER NOT NULL, "
+    "fingerprint TEXT NOT NULL, held TEXT NOT NULL, keys TEXT, admitted_at REAL NOT NULL, "
+    "expires_at REAL NOT NULL, max_end REAL NOT NULL, ttl_s REAL NOT NULL, "
+    "promoted INTEGER NOT NULL, seq INTEGER NOT NULL, enqueued_at REAL NOT NULL, "
+    "deadline REAL NOT NULL, last_poll REAL NOT NULL, until REAL NOT NULL, "
+    "ended_by INTEGER NOT NULL, extra TEXT, PRIMARY KEY (call_id, account)) WITHOUT ROWID",
+    "CREATE INDEX calls_expiry ON calls (expires_at) WHERE state = 0",
+    "CREATE INDEX calls_until ON calls (until) WHERE state >= 2",
+    "CREATE INDEX calls_queue ON calls (number, priority DESC, seq) WHERE state = 1",
+    "CREATE TABLE slots (key TEXT PRIMARY KEY, in_use INTEGER NOT NULL) WITHOUT ROWID",
+    # n admissions under key at the same instant; gone_at: when the longest window drops them
+    "CREATE TABLE events (key TEXT NOT NULL, at REAL NOT NULL, n INTEGER NOT NULL, "
+    "gone_at REAL NOT NULL, PRIMARY KEY (key, at)) WITHOUT ROWID",
+    "CREATE INDEX events_gone ON events (gone_at)",
+    "CREATE TABLE cooldowns (provider TEXT NOT NULL, alias TEXT NOT NULL, until REAL NOT NULL, "
+    "PRIMARY KEY (provider, alias)) WITHOUT ROWID",
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    f"INSERT INTO meta (name, value) VALUES ('schema', {SCHEMA_VERSION}), ('seq', 0)",
+)
+
+PAGE_SIZE = 1024
+"""Bytes per page of a new file. A commit writes every page it changed to the WAL, and a
+decision changes a few small rows in four or five b-trees: small pages make commits cheap."""
+
+WAL_BYTES = 4 * 1024 * 1024
+"""Checkpoint when the WAL holds this much: about SQLite's default (1000 pages of 4 KiB),
+whatever the page size, so that small pages do not mean more checkpoints (and syncs)."""
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=OFF")
+
+_SELECT = f"SELECT {COLUMNS} FROM calls"
+_BY_ID = f"{_SELECT} WHERE call_id = ?"  # every account's record of the id: see _best
+_BY_IDENT = f"{_SELECT} WHERE call_id = ? AND account = ?"
+_PUT = f"INSERT OR REPLACE INTO calls ({COLUMNS}) VALUES ({','.join('?' * WIDTH)})"
+_ADD = ("INSERT INTO slots (key, in_use) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET in_use = in_use + excluded.in_use")
+_LOG = ("INSERT INTO events (key, at, n, gone_at) VALUES (?, ?, 1, ?) ON CONFLICT (key, at) "
+        "DO UPDATE SET n = n + 1, gone_at = max(gone_at, excluded.gone_at)")
+_HEAD = 3  # the preload row starts with: earliest lease expiry, anything queued, cooling
+_preloads: dict[tuple[int, int, int], str] = {}
+
+
+def _preload_sql(keys: int, windows: int, record: int) -> str:
+    """The one query a step starts with (``record``: 0 none, 1 by call id, 2 by account too)."""
+    shape = (keys, windows, record)
+    sql = _preloads.get(shape)
+    if sql is None:
+        parts = ["(SELECT min(expires_at) FROM calls WHERE state = 0)",
+                 "EXISTS (SELECT 1 FROM calls WHERE state = 1)",
+                 "EXISTS (SELECT 1 FROM cooldowns)"]
+        parts += ["ifnull((SELECT in_use FROM slots WHERE key = ?), 0)"] * keys
+        parts += ["(SELECT total(n) FROM events WHERE key = ? AND at > ?)"] * windows
+        sql = "SELECT " + ", ".join(parts)
+        if record:
+            found = _BY_ID if record == 1 else _BY_IDENT
+            sql = (f"SELECT one.*, c.* FROM ({sql}) AS one LEFT JOIN ({found}) AS c ON 1")
+        _preloads[shape] = sql
+    return sql
 
 
 def path_from_url(url: str) -> str:
@@ -60,88 +106,158 @@ def path_from_url(url: str) -> str:
 
 
 class _SqliteState:
-    """:class:`kernel.State` over one open transaction; slot counts are written at the end."""
+    """:class:`kernel.State` over one open transaction.
+
+    Records read are kept by identity for the transaction (as the memory store keeps
+    them), slot changes are kept as deltas and written by :meth:`flush`.
+    """
 
     def __init__(self, db: sqlite3.Connection, limits: Limits, purge_due: bool) -> None:
         self.db = db
         self.limits = limits
         self.purge_due = purge_due
-        self.slots: dict[str, int] = {}
-        self.dirty: set[str] = set()
+        self.base: dict[str, int] = {}
+        self.delta: dict[str, int] = {}
+        self.records: dict[tuple[str, str], Record | None] = {}
+        self.best: dict[str, Record | None] = {}  # get(None, call_id), until a put of call_id
+        self.counts: dict[tuple[str, float], int] = {}
+        # From the preload, kept conservative by put(); None: not known, ask the database.
+        self.lease_min: float | None = None
+        self.queued: bool | None = None
         self._cooldowns: dict[tuple[str, str], float] | None = None
 
-    def prefetch(self, keys: list[str]) -> None:
-        missing = [k for k in keys if k not in self.slots]
+    def preload(self, account: str | None, call_id: str | None, keys: Sequence[str],
+                windows: Sequence[tuple[str, float]]) -> None:
+        """Read in one query what this step needs first (see the module docstring)."""
+        kind = 0 if call_id is None else 1 if account is None else 2
+        params: list[Any] = list(keys)
+        for window in windows:
+            params += window
+        if call_id is not None:
+            params.append(call_id)
+            if account is not None:
+                params.append(account)
+        cursor = self.db.execute(_preload_sql(len(keys), len(windows), kind), params)
+        row = cursor.fetchone()
+        self.lease_min = math.inf if row[0] is None else row[0]
+        self.queued = bool(row[1])
+        if not row[2]:
+            self._cooldowns = {}
+        at = _HEAD + len(keys)
+        self.base.update(zip(keys, row[_HEAD:at], strict=True))
+        for window in windows:
+            self.counts[window] = int(row[at])
+            at += 1
+        if call_id is None:
+            return
+        if account is None:
+            # one row per account holding the id (the record columns all NULL if none)
+            rows = [row, *cursor.fetchall()]
+            found = [r[at:] for r in rows if r[at] is not None]
+            record = self.best[call_id] = self._best(found)
+        else:
+            found = row[at:]
+            record = self._load(found) if found[0] is not None else None
+            if record is None:
+                self.records[(account, call_id)] = None
+        if record is not None and record.claim is not None:
+            self.prefetch(sorted(record.claim.scopes()))
+
+    def _best(self, rows: list[Sequence[Any]]) -> Record | None:
+        """Of one call id's records in several accounts: a live lease or queue entry first
+        (an old tombstone of another account with the same id must not hide it), then the
+        first account by name."""
+        if not rows:
+            return None
+        return self._load(min(rows, key=lambda r: (r[2] >= REJECTED, r[1])))
+
+    def _load(self, row: Sequence[Any]) -> Record:
+        ident = (row[1], row[0])
+        record = self.records.get(ident)
+        if record is None:
+            record = self.records[ident] = row_record(row)
+        return record
+
+    def prefetch(self, keys: Sequence[str]) -> None:
+        missing = [k for k in keys if k not in self.base]
         if missing:
             marks = ",".join("?" * len(missing))
             rows = self.db.execute(f"SELECT key, in_use FROM slots WHERE key IN ({marks})",
                                    missing).fetchall()
-            self.slots.update({key: 0 for key in missing})
-            self.slots.update(dict(rows))
+            self.base.update({key: 0 for key in missing})
+            self.base.update(dict(rows))
 
     def flush(self) -> None:
-        if self.dirty:
-            self.db.executemany(
-                "INSERT INTO slots (key, in_use) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET in_use = excluded.in_use",
-                [(key, self.slots[key]) for key in self.dirty],
-            )
-            self.dirty.clear()
+        changes = [(key, delta) for key, delta in self.delta.items() if delta]
+        if changes:
+            self.db.executemany(_ADD, changes)
+            for key, delta in changes:
+                if key in self.base:
+                    self.base[key] += delta
+        self.delta.clear()
 
     def get(self, account: str | None, call_id: str) -> Record | None:
         if account is None:
-            # A live lease or queue entry first: an old tombstone of another account with
-            # the same id must not hide it.
-            row = self.db.execute(
-                "SELECT body FROM calls WHERE call_id = ? "
-                "ORDER BY state IN ('leased', 'queued') DESC, account LIMIT 1", (call_id,)
-            ).fetchone()
+            if call_id in self.best:
+                return self.best[call_id]
+            rows = self.db.execute(_BY_ID, (call_id,)).fetchall()
+            record = self.best[call_id] = self._best(rows)
         else:
-            row = self.db.execute("SELECT body FROM calls WHERE account = ? AND call_id = ?",
-                                  (account, call_id)).fetchone()
-        if row is None:
-            return None
-        record = load_record(row[0])
-        if record.held:  # a release or expiry will touch these: read them in one query
-            self.prefetch([key for key, _ in record.held])
+            ident = (account, call_id)
+            if ident in self.records:
+                return self.records[ident]
+            row = self.db.execute(_BY_IDENT, (call_id, account)).fetchone()
+            if row is None:
+                self.records[ident] = None
+                return None
+            record = self._load(row)
+        if record is not None and record.claim is not None:
+            self.prefetch(sorted(record.claim.scopes()))
         return record
 
     def put(self, record: Record) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO calls (account, call_id, state, number, priority, seq, "
-            "expires_at, until, deadline, last_poll, body) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (record.account, record.call_id, record.state, record.number, record.priority,
-             record.seq, record.expires_at, record.until, record.deadline, record.last_poll,
-             dump_record(record)),
-        )
+        self.records[(record.account, record.call_id)] = record
+        self.best.pop(record.call_id, None)
+        if record.state == "leased" and self.lease_min is not None:
+            self.lease_min = min(self.lease_min, record.expires_at)
+        elif record.state == "queued" and self.queued is not None:
+            self.queued = True
+        self.db.execute(_PUT, record_row(record))
 
     def in_use(self, key: str) -> int:
-        if key not in self.slots:
+        base = self.base.get(key)
+        if base is None:
             self.prefetch([key])
-        return self.slots[key]
+            base = self.base[key]
+        return base + self.delta.get(key, 0)
 
     def add(self, key: str, delta: int) -> None:
-        self.slots[key] = self.in_use(key) + delta
-        self.dirty.add(key)
+        self.delta[key] = self.delta.get(key, 0) + delta
 
     def count_since(self, key: str, since: float) -> int:
-        row = self.db.execute("SELECT count(*) FROM events WHERE key = ? AND at > ?",
-                              (key, since)).fetchone()
-        return int(row[0])
+        count = self.counts.get((key, since))
+        if count is None:
+            row = self.db.execute("SELECT total(n) FROM events WHERE key = ? AND at > ?",
+                                  (key, since)).fetchone()
+            count = self.counts[(key, since)] = int(row[0])
+        return count
 
     def nth_since(self, key: str, since: float, n: int) -> float:
-        row = self.db.execute(
-            "SELECT at FROM events WHERE key = ? AND at > ? ORDER BY at LIMIT 1 OFFSET ?",
-            (key, since, n)).fetchone()
-        return float(row[0])
+        rows = self.db.execute("SELECT at, n FROM events WHERE key = ? AND at > ? ORDER BY at",
+                               (key, since))
+        for at, count in rows:
+            if n < count:
+                return float(at)
+            n -= count
+        raise IndexError(f"window {key!r} has fewer than {n + 1} events after {since}")
 
     def log_event(self, key: str, at: float) -> None:
         spec = self.limits.windows.get(key)
         if spec is None:  # a queued claim names a window a reload removed: nothing to count
             return
-        period = spec[1]
-        self.db.execute("INSERT INTO events (key, at, gone_at) VALUES (?, ?, ?)",
-                        (key, at, at + period))
+        self.db.execute(_LOG, (key, at, at + spec[1]))
+        for counted in [c for c in self.counts if c[0] == key]:
+            del self.counts[counted]
 
     def cooldown_until(self, provider: str, alias: str) -> float | None:
         if self._cooldowns is None:
@@ -150,49 +266,69 @@ class _SqliteState:
         return self._cooldowns.get((provider, alias))
 
     def due_leases(self, now: float) -> list[Record]:
-        rows = self.db.execute(
-            "SELECT body FROM calls WHERE state = 'leased' AND expires_at <= ?", (now,)
-        ).fetchall()
-        records = [load_record(row[0]) for row in rows]
-        self.prefetch(sorted({key for record in records for key, _ in record.held}))
-        return records
+        if self.lease_min is not None and self.lease_min > now:
+            return []
+        rows = self.db.execute(f"{_SELECT} WHERE state = 0 AND expires_at <= ?", (now,))
+        return [self._load(row) for row in rows.fetchall()]
 
     def due_queued(self, now: float) -> list[Record]:
+        if self.queued is False:
+            return []
         rows = self.db.execute(
-            "SELECT body FROM calls WHERE state = 'queued' AND (deadline <= ? OR last_poll <= ?)",
+            f"{_SELECT} WHERE state = 1 AND (deadline <= ? OR last_poll <= ?)",
             (now, now - self.limits.poll_timeout_s),
-        ).fetchall()
-        return [load_record(row[0]) for row in rows]
+        )
+        return [self._load(row) for row in rows.fetchall()]
 
     def purge(self, now: float) -> None:
         if self.purge_due:
-            self.db.execute(
-                "DELETE FROM calls WHERE state IN ('rejected', 'ended') AND until <= ?", (now,)
-            )
-            self.db.execute("DELETE FROM events WHERE gone_at <= ?", (now,))
+            db = self.db
+            db.execute("DELETE FROM calls WHERE state >= 2 AND until <= ?", (now,))
+            db.execute("DELETE FROM events WHERE gone_at <= ?", (now,))
+            # A cooldown over is the same as none (every reader compares it with now).
+            db.execute("DELETE FROM cooldowns WHERE until <= ?", (now,))
+            if self._cooldowns:
+                self._cooldowns = {k: u for k, u in self._cooldowns.items() if u > now}
 
     def queue_heads(self) -> list[Record]:
-        rows = self.db.execute(
-            "SELECT number, body FROM calls WHERE state = 'queued' "
-            "ORDER BY number, priority DESC, seq"
-        ).fetchall()
-        heads: dict[str, str] = {}
-        for number, body in rows:
-            heads.setdefault(number, body)
-        return [load_record(body) for body in heads.values()]
+        if self.queued is False:
+            return []
+        rows = self.db.execute(f"{_SELECT} WHERE state = 1 ORDER BY number, priority DESC, seq")
+        heads: dict[str, Sequence[Any]] = {}
+        for row in rows.fetchall():
+            heads.setdefault(row[3], row)
+        records = [self._load(row) for row in heads.values()]
+        self.prefetch(sorted({key for r in records if r.claim for key in r.claim.scopes()}))
+        return records
 
     def queue_of(self, number: str) -> list[Record]:
+        if self.queued is False:
+            return []
         rows = self.db.execute(
-            "SELECT body FROM calls WHERE state = 'queued' AND number = ? "
-            "ORDER BY priority DESC, seq", (number,)
-        ).fetchall()
-        return [load_record(row[0]) for row in rows]
+            f"{_SELECT} WHERE state = 1 AND number = ? ORDER BY priority DESC, seq", (number,))
+        return [self._load(row) for row in rows.fetchall()]
 
     def next_seq(self) -> int:
         row = self.db.execute(
             "UPDATE meta SET value = value + 1 WHERE name = 'seq' RETURNING value"
         ).fetchone()
         return int(row[0])
+
+
+_scopes: dict[tuple[int, int], tuple[object, object, list[str]]] = {}
+
+
+def _claim_keys(claim: Claim) -> list[str]:
+    """Every slot ``claim`` may read, sorted; cached per route (the gate shares its tuples)."""
+    ident = (id(claim.slots), id(claim.groups))
+    cached = _scopes.get(ident)
+    if cached is not None and cached[0] is claim.slots and cached[1] is claim.groups:
+        return cached[2]
+    keys = sorted(claim.scopes())
+    if len(_scopes) > 10_000:
+        _scopes.clear()
+    _scopes[ident] = (claim.slots, claim.groups, keys)
+    return keys
 
 
 class SqliteStore:
@@ -207,11 +343,49 @@ class SqliteStore:
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
                                        check_same_thread=False)
+            # before WAL mode, which fixes the page size of a new file (an old file keeps its own)
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             for pragma in PRAGMAS:
                 self._db.execute(pragma)
-            self._db.executescript(SCHEMA)
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_BYTES // page_size}")
+            self._create()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+
+    def _create(self) -> None:
+        """Create the tables in a new file; refuse a file of another schema version."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # two processes opening one new file: one creates
+        try:
+            tables = {row[0] for row in
+                      db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                for statement in SCHEMA:
+                    db.execute(statement)
+                version: int | None = SCHEMA_VERSION
+            elif "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+                version = None if row is None else int(row[0])
+            else:
+                version = None
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        if version != SCHEMA_VERSION:
+            if version is not None:
+                found = f"schema {version}"
+            elif "calls" in tables:
+                found = "schema 1 (an older callgate's)"
+            else:
+                found = "no callgate tables"
+            db.close()
+            raise StoreError(
+                f"SQLite store {self.path!r} has {found}; this callgate needs schema "
+                f"{SCHEMA_VERSION}. The file was written by another callgate version (or is "
+                "not callgate's): point the store at a new file, or move this one away "
+                "(its leases and queue are not migrated)")
 
     @classmethod
     def from_url(cls, url: str, limits: Limits) -> SqliteStore:
@@ -262,7 +436,9 @@ class SqliteStore:
 
     def acquire(self, claim: Claim, now: float) -> Verdict:
         def step(st: _SqliteState) -> Verdict:
-            st.prefetch(sorted(claim.scopes()))
+            windows = st.limits.windows
+            st.preload(claim.account, claim.call_id, _claim_keys(claim),
+                       [(key, now - windows[key][1]) for key in claim.windows if key in windows])
             return kernel.acquire(st, claim, now)
 
         return self._atomic(now, step)
@@ -270,10 +446,18 @@ class SqliteStore:
     def renew(
         self, account: str | None, call_id: str, ttl_s: float | None, now: float
     ) -> RenewOutcome:
-        return self._atomic(now, lambda st: kernel.renew(st, account, call_id, ttl_s, now))
+        def step(st: _SqliteState) -> RenewOutcome:
+            st.preload(account, call_id, (), ())
+            return kernel.renew(st, account, call_id, ttl_s, now)
+
+        return self._atomic(now, step)
 
     def release(self, account: str | None, call_id: str, now: float) -> tuple[bool, bool]:
-        return self._atomic(now, lambda st: kernel.release(st, account, call_id, now))
+        def step(st: _SqliteState) -> tuple[bool, bool]:
+            st.preload(account, call_id, (), ())
+            return kernel.release(st, account, call_id, now)
+
+        return self._atomic(now, step)
 
     def tombstone(self, record: Record) -> None:
         def step(st: _SqliteState) -> None:
@@ -295,7 +479,11 @@ class SqliteStore:
         self._atomic(now, step)
 
     def expire(self, now: float) -> int:
-        return self._atomic(now, lambda st: kernel.expire(st, now))
+        def step(st: _SqliteState) -> int:
+            st.preload(None, None, (), ())
+            return kernel.expire(st, now)
+
+        return self._atomic(now, step)
 
     def usage(self, now: float) -> UsageSnapshot:
         def step(st: _SqliteState) -> UsageSnapshot:
@@ -305,9 +493,9 @@ class SqliteStore:
             in_use = dict(db.execute("SELECT key, in_use FROM slots").fetchall())
             cooldowns = [(f"{p}:{a}", u) for p, a, u in
                          db.execute("SELECT provider, alias, until FROM cooldowns")]
-            queue = [load_record(row[0]) for row in
-                     db.execute("SELECT body FROM calls WHERE state = 'queued'")]
-            leases = db.execute("SELECT count(*) FROM calls WHERE state = 'leased'").fetchone()
+            queue = [st._load(row) for row in
+                     db.execute(f"{_SELECT} WHERE state = 1").fetchall()]
+            leases = db.execute("SELECT count(*) FROM calls WHERE state = 0").fetchone()
             return kernel.usage(st, now, in_use, cooldowns, queue, int(leases[0]))
 
         return self._atomic(now, step)
