@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,8 +38,6 @@ class FakeClock:
 
 def memory_gate(stack: Stack, clock: FakeClock | None = None, seed: int = 0) -> Gate:
     """A gate on a fresh memory store with a fake clock (``gate.clock``) and a seeded rng."""
-    import random
-
     return Gate(stack, MemoryStore(Gate.limits_for(stack)), clock or FakeClock(),
                 rng=random.Random(seed))
 

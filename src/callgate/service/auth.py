@@ -43,10 +43,6 @@ class Principal:
     def admin(self) -> bool:
         return self.account is None
 
-    def may_act_for(self, account: str | None) -> bool:
-        """May this principal act for ``account`` (None: for any account)?"""
-        return self.account is None or self.account == account
-
 
 OPEN = Principal("open", None)
 
@@ -61,12 +57,6 @@ class Authenticator:
 
     def __init__(self, entries: tuple[tuple[bytes, Principal], ...] = ()) -> None:
         self._entries = entries
-
-    @classmethod
-    def from_tokens(cls, tokens: tuple[Token, ...],
-                    environ: Mapping[str, str] | None = None) -> Authenticator:
-        """Resolve ``tokens`` (raises ConfigError naming an unset environment variable)."""
-        return cls(cls.resolve(tokens, environ))
 
     @property
     def open(self) -> bool:

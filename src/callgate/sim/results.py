@@ -114,9 +114,6 @@ class RunResult:
     perf: dict[str, float] = field(default_factory=dict)
     findings: LoadFindings | None = None
 
-    def refusals_of(self, layer: str, scope: str) -> int:
-        return sum(n for (lay, sc, _), n in self.refusals.items() if lay == layer and sc == scope)
-
     @property
     def bottleneck(self) -> dict[str, Any] | None:
         """The limit that bit most: most refusals naming it, then most time at its cap."""

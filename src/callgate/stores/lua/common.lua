@@ -65,23 +65,22 @@ local caps, windows, used, dirty = {}, {}, {}, {}
 
 -- Read the caps of keys and the specs of window keys wkeys not yet read (HMGET answers
 -- a field asked twice twice: no need to remove duplicates).
+-- Append to want (holding n keys) the keys of list not yet in cache; the new count.
+local function unread(list, cache, want, n)
+  for i = 1, #list do
+    local key = list[i]
+    if cache[key] == nil then
+      n = n + 1
+      want[n] = key
+    end
+  end
+  return n
+end
+
 local function fetch_caps(keys, wkeys)
-  local want, n = {}, 0
-  for i = 1, #keys do
-    local key = keys[i]
-    if caps[key] == nil then
-      n = n + 1
-      want[n] = key
-    end
-  end
-  local nslots = n
-  for i = 1, #wkeys do
-    local key = wkeys[i]
-    if windows[key] == nil then
-      n = n + 1
-      want[n] = key
-    end
-  end
+  local want = {}
+  local nslots = unread(keys, caps, want, 0)
+  local n = unread(wkeys, windows, want, nslots)
   if n == 0 then
     return
   end
@@ -102,14 +101,8 @@ end
 
 -- Read the counters of keys not yet read.
 local function fetch_used(keys)
-  local want, n = {}, 0
-  for i = 1, #keys do
-    local key = keys[i]
-    if used[key] == nil then
-      n = n + 1
-      want[n] = key
-    end
-  end
+  local want = {}
+  local n = unread(keys, used, want, 0)
   if n == 0 then
     return
   end
