@@ -62,6 +62,21 @@ def test_check_json_gives_layers_effective_capacity_and_bottleneck(runner: CliRu
     assert layers[("provider", "deepgram")]["note"] == "1 key x 40 = 40"
 
 
+def test_check_warns_when_dial_ttl_is_below_the_common_ring_timeout(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """`check` warns (exit 0) when [outbound] dial_ttl is under 60 s; the example has none."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert 'dial_ttl = "90s"' in text
+    short = tmp_path / "short.toml"
+    short.write_text(text.replace('dial_ttl = "90s"', 'dial_ttl = "40s"', 1), encoding="utf-8")
+    result = runner.invoke(cli, ["check", "--config", str(short)])
+    assert result.exit_code == 0, result.output
+    assert "dial_ttl = 40s is below the common ring timeout (60s)" in result.stdout
+    clean = runner.invoke(cli, ["check", "--config", str(EXAMPLE), "--json"])
+    assert json.loads(clean.stdout)["warnings"] == []
+
+
 def test_check_on_a_broken_stack_exits_2_naming_key_and_value(
     runner: CliRunner, broken: Path
 ) -> None:

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from callgate import __version__
-from callgate.config import CONFIG_ENV, Stack, load_stack
+from callgate.config import CONFIG_ENV, Stack, load_stack, stack_warnings
 from callgate.errors import ConfigError, StoreError
 from callgate.planning.capacity import (
     LayerCapacity,
@@ -87,15 +87,18 @@ def check(config: str | None, as_json: bool) -> None:
     """Validate the stack and print every layer's capacity (in concurrent calls)."""
     stack = read_stack(config)
     layers, effective, neck = layer_capacities(stack), effective_capacity(stack), bottleneck(stack)
+    warnings = stack_warnings(stack)
     if as_json:
         document = {"layers": [asdict(row) for row in layers],
                     "effective": [asdict(row) for row in effective],
-                    "bottleneck": asdict(neck)}
+                    "bottleneck": asdict(neck), "warnings": warnings}
         click.echo(json.dumps(document, indent=2))
         return
     console = Console(highlight=False)
     console.print(_table(f"{config}: capacity per scope (concurrent calls)", layers))
     console.print(_table("Effective capacity per layer, across the stack", effective))
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"[green]stack OK.[/] Bottleneck: [bold]{escape(neck.layer)} "
                   f"{escape(neck.scope)}[/], {neck.cap} concurrent calls.")
 

@@ -25,6 +25,7 @@ from pydantic import (
 
 from callgate.durations import parse_duration
 from callgate.errors import ConfigError, ConfigIssue
+from callgate.model import DEFAULT_OVERFLOW_MESSAGE
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Direction = Literal["inbound", "outbound"]
@@ -120,14 +121,15 @@ class Inbound(_Frozen):
     queue_max: int = Field(default=20, ge=0)
     max_wait: Duration = Field(default=120.0, ge=0)
     hold_message: str = "All our agents are busy. Please hold; your call matters to us."
-    overflow_message: str = (
-        "We are receiving more calls than we can take right now. Please call again shortly."
-    )
+    overflow_message: str = DEFAULT_OVERFLOW_MESSAGE
     retry_after: Duration = Field(default=300.0, ge=0)
     handle_time: Duration = Field(default=180.0, gt=0)
 
 
 class Outbound(_Frozen):
+    # An outbound lease is taken before dialling and must outlive the ring time: its first
+    # expiry is dial_ttl (then lease_ttl from the first renew, or the webhook's on answer).
+    dial_ttl: Duration = Field(default=90.0, gt=0)
     retry_base: Duration = Field(default=30.0, gt=0)
     retry_max: Duration = Field(default=900.0, gt=0)
     jitter: Literal["full", "none"] = "full"
@@ -192,9 +194,29 @@ class Stack(_Frozen):
     api: ApiSettings = ApiSettings()
     twilio: TwilioSettings = TwilioSettings()
 
+    def webhook_lease_ttl(self) -> float:
+        """TTL of a webhook-admitted lease: ``webhook_lease_ttl``, else the max call length."""
+        return self.twilio.webhook_lease_ttl or self.gate.max_call_duration
+
     def required_providers(self) -> tuple[str, ...]:
         """Names of the provider pools every call needs unless it says otherwise."""
         return tuple(name for name, pool in self.providers.items() if pool.required)
+
+
+COMMON_RING_TIMEOUT_S = 60.0
+"""The ring timeout most providers default to (Twilio's ``timeout``): 60 s."""
+
+
+def stack_warnings(stack: Stack) -> list[str]:
+    """What is valid but likely to drop real calls, for ``callgate check`` to say."""
+    warnings = []
+    if stack.outbound.dial_ttl < COMMON_RING_TIMEOUT_S:
+        warnings.append(
+            f"[outbound] dial_ttl = {stack.outbound.dial_ttl:g}s is below the common ring "
+            f"timeout ({COMMON_RING_TIMEOUT_S:g}s): an outbound call answered after "
+            f"{stack.outbound.dial_ttl:g}s finds its lease expired and is hung up; raise "
+            "dial_ttl or dial with a shorter ring timeout")
+    return warnings
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:

@@ -74,6 +74,7 @@ class _Loaded:
     queue_policy: QueuePolicy
     # The settings every claim copies, read once here rather than per call.
     lease_ttl_s: float
+    dial_ttl_s: float
     max_duration_s: float
     force: bool
     # Slots, groups and windows of calls that name their own providers or resources, built
@@ -192,8 +193,8 @@ class Gate:
                 routes[(number, direction)] = _Route(spec.account, slots, windows, *full, queue)
         settings = stack.gate
         self._loaded = _Loaded(stack, self.limits_for(stack), routes, queue_policy,
-                               settings.lease_ttl, settings.max_call_duration,
-                               settings.mode == "shadow")
+                               settings.lease_ttl, stack.outbound.dial_ttl,
+                               settings.max_call_duration, settings.mode == "shadow")
         if stack.gate.on_store_error == "admit_local":
             local_limits = self.limits_for(stack, stack.gate.local_fraction)
             if self._local is None:
@@ -219,7 +220,12 @@ class Gate:
 
     # the claim ----------------------------------------------------------------
     def claim_for(self, call: Call, ttl_s: float | None = None) -> Claim:
-        """Every slot, key group and window ``call`` needs under the current stack."""
+        """Every slot, key group and window ``call`` needs under the current stack.
+
+        The TTL rules, in one place: an explicit ``ttl_s`` wins; otherwise a lease renews
+        to ``lease_ttl``, and an outbound one first lives ``dial_ttl`` (it is taken before
+        dialling and must outlast the ring); no TTL exceeds ``max_call_duration``.
+        """
         loaded = self._loaded
         route = loaded.routes.get((call.number, call.direction))
         if route is None:
@@ -230,11 +236,18 @@ class Gate:
             slots, groups, windows = route.slots, route.groups, route.windows
         else:
             slots, groups, windows = self._overrides(call, route, loaded)
+        first_ttl_s = 0.0
+        if ttl_s is not None:
+            ttl_s = min(ttl_s, loaded.max_duration_s)
+        else:
+            ttl_s = loaded.lease_ttl_s
+            if call.direction == "outbound":
+                first_ttl_s = min(loaded.dial_ttl_s, loaded.max_duration_s)
         # Positional: this runs once per decision and keywords cost measurably more.
         return Claim(
             route.account, call.call_id, call.number, call.direction, call.priority,
-            fingerprint(call), slots, groups, windows, ttl_s or loaded.lease_ttl_s,
-            loaded.max_duration_s, route.queue, loaded.force,
+            fingerprint(call), slots, groups, windows, ttl_s, loaded.max_duration_s,
+            route.queue, loaded.force, first_ttl_s,
         )
 
     def _overrides(self, call: Call, route: _Route, loaded: _Loaded) -> _Parts:
@@ -302,7 +315,13 @@ class Gate:
     def renew(
         self, call_id: str, account: str | None = None, ttl_s: float | None = None
     ) -> RenewResult:
-        """Push a lease's expiry to now + its TTL (never past ``max_call_duration``)."""
+        """Push a lease's expiry to now + its TTL (never past ``max_call_duration``).
+
+        ``ttl_s`` replaces the lease's TTL from now on (capped at ``max_call_duration``);
+        without it the lease keeps its TTL, which ends an outbound lease's dialling phase.
+        """
+        if ttl_s is not None:
+            ttl_s = min(ttl_s, self._loaded.max_duration_s)
         store: Store = self._store
         if self._local is not None and self._is_local(call_id, account):
             assert self._local is not None

@@ -146,6 +146,23 @@ async def test_admitted_call_gets_a_lease_and_holds_its_slots(api: Api) -> None:
     assert (await api.layer("provider", "llm:key-a"))["in_use"] == 1
 
 
+async def test_ttl_s_sets_the_lease_ttl_and_outbound_rings_on_dial_ttl(api: Api) -> None:
+    """ttl_s in the body sets the lease's TTL; an outbound lease without it lives dial_ttl."""
+    own = await api.json("POST", "/v1/calls", json={
+        "call_id": "a", "direction": "inbound", "number": N2, "ttl_s": 600})
+    assert own["lease"]["ttl_s"] == 600 and own["lease"]["expires_at"] == api.clock.now + 600
+    dial = await api.json("POST", "/v1/calls", json={
+        "call_id": "b", "direction": "outbound", "number": N2})
+    assert dial["lease"]["ttl_s"] == 30 and dial["lease"]["expires_at"] == api.clock.now + 90
+
+
+async def test_settings_give_the_lease_timings(api: Api) -> None:
+    """GET /v1/settings: lease_ttl, dial_ttl, the webhook TTL and max_call_duration."""
+    assert await api.json("GET", "/v1/settings") == {
+        "lease_ttl_s": 30.0, "dial_ttl_s": 90.0, "webhook_lease_ttl_s": 7200.0,
+        "max_call_duration_s": 7200.0}
+
+
 async def test_queued_call_is_promoted_after_another_call_is_released(api: Api) -> None:
     """A full number queues an inbound call (200), and a DELETE of the holder promotes it."""
     assert await api.decision("a") == "admitted"
@@ -229,6 +246,8 @@ async def test_unknown_provider_or_resource_is_422(api: Api, extra: dict[str, An
         ({"resources": {"db": -1}}, "body.resources.db", -1, "greater than or equal to 0"),
         ({"priorty": 3}, "body.priorty", 3, "unknown field"),
         ({"call_id": ""}, "body.call_id", "", "at least 1 character"),
+        ({"ttl_s": 0}, "body.ttl_s", 0, "greater than 0"),
+        ({"ttl_s": "long"}, "body.ttl_s", "long", "valid number"),
     ],
 )
 async def test_invalid_body_is_422_naming_field_and_value_and_changes_nothing(

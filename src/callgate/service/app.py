@@ -73,6 +73,7 @@ from callgate.service.schemas import (
     ReloadOut,
     RenewOut,
     RenewRefusal,
+    SettingsOut,
     retry_after_header,
 )
 
@@ -161,7 +162,7 @@ def create_app(
         call = body.to_call()
         _check_number(gate.stack, principal, call.number)
         try:
-            decision = await decide(call, None, "api")
+            decision = await decide(call, body.ttl_s, "api")
         except CallConflictError as exc:
             raise ApiError(409, {"detail": str(exc), "error": "call_conflict"}) from None
         except UnknownNumberError as exc:
@@ -209,6 +210,14 @@ def create_app(
         if principal.account is None:
             return document
         return visible_usage(document, gate.stack, principal.account)
+
+    @app.get("/v1/settings", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    def settings() -> SettingsOut:
+        """Lease timings: ``GateClient.adopt`` renews a webhook's lease to ``lease_ttl_s``."""
+        stack = gate.stack
+        return SettingsOut(lease_ttl_s=stack.gate.lease_ttl, dial_ttl_s=stack.outbound.dial_ttl,
+                           webhook_lease_ttl_s=stack.webhook_lease_ttl(),
+                           max_call_duration_s=stack.gate.max_call_duration)
 
     @app.get("/v1/queue", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
     def queue(request: Request) -> dict[str, Any]:

@@ -34,6 +34,11 @@ class CallRequest(_Request):
     resources: dict[str, NonNegativeInt] | None = Field(
         default=None, description="Units of each resource this call needs (replaces per_call)."
     )
+    ttl_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="The lease's TTL in seconds (capped at max_call_duration). Default: "
+                    "lease_ttl, and for an outbound call dial_ttl until its first renew.",
+    )
 
     def to_call(self) -> Call:
         return Call(
@@ -155,6 +160,15 @@ class ProviderErrorOut(BaseModel):
 class ReloadOut(BaseModel):
     reloaded: bool
     layers: int = Field(description="Capped scopes now enforced (rows of /v1/usage layers).")
+
+
+class SettingsOut(BaseModel):
+    """The lease timings of the running stack, in seconds (what a client needs to heartbeat)."""
+
+    lease_ttl_s: float = Field(description="A lease not renewed within this expires.")
+    dial_ttl_s: float = Field(description="An outbound lease's first TTL: the ring time.")
+    webhook_lease_ttl_s: float = Field(description="TTL of a lease a voice webhook took.")
+    max_call_duration_s: float = Field(description="No lease lives longer.")
 
 
 class HealthOut(BaseModel):

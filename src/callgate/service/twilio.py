@@ -126,11 +126,6 @@ def stream_url_for(stack: Stack, number: str) -> str | None:
     return spec.stream_url or stack.accounts[spec.account].stream_url or stack.twilio.stream_url
 
 
-def webhook_lease_ttl(stack: Stack) -> float:
-    """TTL of a webhook-admitted lease: ``webhook_lease_ttl``, else the gate's max call length."""
-    return stack.twilio.webhook_lease_ttl or stack.gate.max_call_duration
-
-
 # TwiML ------------------------------------------------------------------------------------
 def twiml(response: VoiceResponse) -> Response:
     return Response(content=str(response), media_type=XML)
@@ -325,7 +320,7 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE))
         call = Call(call_sid, "inbound", number, remote=hook.get("From") or None)
         try:
-            decision = await decide(call, webhook_lease_ttl(stack), "twilio")
+            decision = await decide(call, stack.webhook_lease_ttl(), "twilio")
         except CallConflictError:
             log.error("CallSid %s came back for another number or caller; refused", call_sid)
             return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE))
@@ -357,7 +352,13 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
                       "(call_id %r, From %r, CallSid %r): hung up", call_id, number,
                       hook.get("CallSid"))
             return twiml(say_and_hang_up(LEASE_LOST_MESSAGE))
-        result = await renew(call_id, account, webhook_lease_ttl(gate.stack))
+        result = await renew(call_id, account, gate.stack.webhook_lease_ttl())
+        if result.status is RenewStatus.EXPIRED:
+            log.warning("outbound call %s (CallSid %s) answered after its lease expired: it "
+                        "rang longer than its TTL ([outbound] dial_ttl = %gs unless the dialler "
+                        "sent ttl_s); dial with a ring timeout <= dial_ttl. Hung up", call_id,
+                        hook.get("CallSid"), gate.stack.outbound.dial_ttl)
+            return twiml(say_and_hang_up(LEASE_LOST_MESSAGE))
         if result.status is not RenewStatus.RENEWED or result.lease is None:
             log.warning("outbound call %s (CallSid %s) answered but its lease is %s: hung up",
                         call_id, hook.get("CallSid"), result.status.value)

@@ -91,10 +91,13 @@ class Claim:
     slots: tuple[SlotNeed, ...]
     groups: tuple[KeyGroup, ...]
     windows: tuple[str, ...]
-    ttl_s: float
+    ttl_s: float  # what every renew without its own TTL applies
     max_duration_s: float
     queue: QueuePolicy | None = None
     force: bool = False
+    # The lease's first expiry, when it differs from ttl_s (0: ttl_s): an outbound call's
+    # ring time (``[outbound] dial_ttl``), which the first renew or the answer replaces.
+    first_ttl_s: float = 0.0
 
     def scopes(self) -> set[str]:
         keys = {slot.key for slot in self.slots} | {g.pool_key for g in self.groups}

@@ -193,4 +193,5 @@ def load_claim(data: dict[str, Any]) -> Claim:
         windows=tuple(data["windows"]), ttl_s=data["ttl_s"],
         max_duration_s=data["max_duration_s"],
         queue=QueuePolicy(**queue) if queue is not None else None, force=data["force"],
+        first_ttl_s=data.get("first_ttl_s", 0.0),
     )

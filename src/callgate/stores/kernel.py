@@ -279,7 +279,7 @@ def take(
     for key in claim.windows:
         st.log_event(key, now)
     max_end = now + claim.max_duration_s
-    expires_at = min(now + claim.ttl_s, max_end)
+    expires_at = min(now + (claim.first_ttl_s or claim.ttl_s), max_end)
     if record is None:
         # Positional (Record's field order), as keywords cost measurably more per admission:
         # account, call_id, state, fingerprint, number, direction, priority, held, keys,

@@ -232,9 +232,10 @@ def claim_json(claim: Claim) -> str:
                                               claim.direction, claim.fingerprint))
     queue = "" if claim.queue is None else (
         f',"q":[{claim.queue.queue_max},{claim.queue.max_wait_s!r}]')
+    first = f',"T":{claim.first_ttl_s!r}' if claim.first_ttl_s else ""
     return (f'{{"a":{a},"i":{i},"n":{n},"d":{d},"f":{f},"p":{claim.priority},'
             f'"t":{claim.ttl_s!r},"x":{claim.max_duration_s!r},'
-            f'"F":{"true" if claim.force else "false"}{queue},{_route_json(claim)}}}')
+            f'"F":{"true" if claim.force else "false"}{queue}{first},{_route_json(claim)}}}')
 
 
 def load_claim(text: str) -> Claim:
@@ -247,7 +248,7 @@ def load_claim(text: str) -> Claim:
         groups=tuple(KeyGroup(g[0], tuple(g[2])) for g in data["g"]),
         windows=tuple(data["w"]), ttl_s=float(data["t"]), max_duration_s=float(data["x"]),
         queue=QueuePolicy(int(queue[0]), float(queue[1])) if queue else None,
-        force=bool(data["F"]),
+        force=bool(data["F"]), first_ttl_s=float(data.get("T", 0.0)),
     )
 
 

@@ -499,7 +499,7 @@ local function take(c, choice, r, promoted)
   r.at = NOW
   r.m = NOW + c.x
   r.t = c.t
-  r.e = math.min(NOW + c.t, r.m)
+  r.e = math.min(NOW + (c.T or c.t), r.m)
   r.pr = promoted
   r.c, r.eq, r.dl, r.lp = nil, nil, nil, nil
   put(r)
