@@ -13,7 +13,7 @@ runs, and releases it when the call ends, however it ends::
             await serve_calls(on_incoming_call)  # your telephony loop
 
     async def on_incoming_call(call_sid: str, to_number: str, from_number: str) -> None:
-        try:
+        try:  # every refusal, the gate's or an unreachable gate, is a CallNotAdmitted
             async with gate.call(call_sid, "inbound", to_number, remote=from_number,
                                  max_wait_s=90) as lease:
                 # lease.keys == {"openai-realtime": "key-b", ...}: open each provider's
@@ -28,6 +28,12 @@ runs, and releases it when the call ends, however it ends::
             if refused.retry_after_s is not None:
                 schedule_callback(from_number, after_s=refused.retry_after_s)
 
+A media worker that takes over a call a webhook admitted uses ``adopt`` instead of
+``call``: ``async with gate.adopt(call_sid) as lease:`` renews the webhook's lease to the
+stack's ``lease_ttl`` (so a crashed worker frees its slots within one TTL), keeps it alive
+and releases it on exit. :class:`callgate.client_sync.SyncGateClient` offers the same
+methods without asyncio, for dialler scripts and Flask or Django apps.
+
 The picture is a restaurant with a host: ``acquire`` asks for a table (``admitted``,
 ``queued`` at the bar with a position and an estimated wait, ``retry_later`` for a
 booking, ``rejected``); ``call()`` waits at the bar for you, checks in with the host every
@@ -37,7 +43,8 @@ when you leave in a hurry (an exception, or your task being cancelled).
 Errors, and who is at fault::
 
     CallgateError (callgate.errors)
-    ├── CallNotAdmitted        the gate said no (or not yet, past max_wait_s): carries the decision
+    ├── CallNotAdmitted        the gate said no (or not yet, past max_wait_s), or it could not
+    │                          be reached (reason gate_unreachable): carries the decision
     ├── GateProtocolError      the gate's answer could not be read: a server bug or version skew
     ├── GateHTTPError          the gate refused the request (status_code, detail): fix the request
     │   └── LeaseLostError     a renew found no lease (status unknown/expired/ended/queued): hang up
@@ -54,13 +61,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from callgate.client_pacing import AdmitPacing, RenewPacing, connect_retries
 from callgate.client_wire import (
+    Ask,
     CallNotAdmitted,
     GateDecision,
     GateHTTPError,
@@ -68,17 +76,23 @@ from callgate.client_wire import (
     GateProtocolError,
     GateQueue,
     GateUnavailableError,
+    HeldLease,
     LeaseLostError,
-    as_object,
-    detail_of,
-    json_or_none,
-    ok_json,
-    parse_decision,
-    parse_lease,
-    quoted_id,
+    acquire_body,
+    adopted,
+    call_path,
+    checked,
+    not_admitted_lost,
+    not_admitted_unreachable,
+    query,
+    read_decision,
+    read_lease_ttl,
+    read_release,
+    read_renewal,
+    unreachable_error,
 )
 from callgate.errors import CallConflictError, UnknownNumberError
-from callgate.model import Direction, Outcome
+from callgate.model import DEFAULT_OVERFLOW_MESSAGE, Direction, Outcome
 
 __all__ = [
     "ActiveLease",
@@ -92,6 +106,7 @@ __all__ = [
     "GateUnavailableError",
     "LeaseLostError",
     "Sleep",
+    "SyncGateClient",
 ]
 
 log = logging.getLogger("callgate.client")
@@ -99,46 +114,20 @@ log = logging.getLogger("callgate.client")
 Sleep = Callable[[float], Awaitable[None]]
 """Waits the given number of seconds; ``asyncio.sleep`` unless a test injects its own."""
 
-MIN_POLL_S = 0.05
-"""The shortest pause between two polls of a queued call, whatever the estimate says."""
 
+class ActiveLease(HeldLease):
+    """The lease of a call inside :meth:`GateClient.call` or :meth:`GateClient.adopt`.
 
-
-
-class ActiveLease:
-    """The lease of a call running inside :meth:`GateClient.call`, renewed in the background.
-
-    ``lost`` is set when the gate says the lease is gone (a renew answered 404), or when
-    renewals kept failing for a whole TTL: the gate no longer counts the call, so the
-    agent should hang up. ``renewals`` counts successful renewals.
+    ``lost`` (an :class:`asyncio.Event`) is set when the gate says the lease is gone (a
+    renew answered 404), or when renewals kept failing for a whole TTL: the gate no longer
+    counts the call, so the agent should hang up. ``renewals`` counts successful renewals.
     """
 
+    lost: asyncio.Event
+
     def __init__(self, decision: GateDecision) -> None:
-        assert decision.lease is not None, "only an admitted decision has a lease"
-        self.call_id = decision.call_id
-        self.decision = decision
-        self.lease: GateLease = decision.lease
-        self.renewals = 0
+        super().__init__(decision)
         self.lost = asyncio.Event()
-        self.lost_status: str | None = None
-
-    @property
-    def keys(self) -> Mapping[str, str]:
-        """Provider pool -> the key alias the gate chose for this call."""
-        return self.lease.keys
-
-    @property
-    def expires_at(self) -> float:
-        """When the lease expires unless renewed (epoch seconds, the gate's clock)."""
-        return self.lease.expires_at
-
-    @property
-    def ttl_s(self) -> float:
-        return self.lease.ttl_s
-
-    def _mark_lost(self, status: str) -> None:
-        self.lost_status = status
-        self.lost.set()
 
 
 # the client --------------------------------------------------------------------------
@@ -149,6 +138,9 @@ class GateClient:
     ``token`` is sent as ``Authorization: Bearer``. ``sleep`` is how the client waits
     between polls, retries and renewals (inject one to test without wall-clock waits);
     ``poll_interval_s`` is the longest pause between two polls of a queued call.
+    A request that cannot connect is retried with backoff for ``connect_retry_s``;
+    ``unreachable_message`` is what :class:`CallNotAdmitted` carries when the gate could
+    not be reached at all (say your stack's ``overflow_message``).
     """
 
     def __init__(
@@ -160,14 +152,20 @@ class GateClient:
         *,
         sleep: Sleep = asyncio.sleep,
         poll_interval_s: float = 2.0,
+        connect_retry_s: float = 2.0,
+        unreachable_message: str = DEFAULT_OVERFLOW_MESSAGE,
     ) -> None:
         if not poll_interval_s > 0:
             raise ValueError(f"poll_interval_s must be > 0 seconds, got {poll_interval_s}")
+        if not connect_retry_s >= 0:
+            raise ValueError(f"connect_retry_s must be >= 0 seconds, got {connect_retry_s}")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers,
                                        timeout=httpx.Timeout(timeout_s), transport=transport)
         self._sleep = sleep
         self.poll_interval_s = poll_interval_s
+        self.connect_retry_s = connect_retry_s
+        self.unreachable_message = unreachable_message
 
     async def __aenter__(self) -> GateClient:
         await self._http.__aenter__()
@@ -184,7 +182,7 @@ class GateClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    # the three endpoints -------------------------------------------------------------
+    # the endpoints ---------------------------------------------------------------------
     async def acquire(
         self,
         call_id: str,
@@ -196,65 +194,46 @@ class GateClient:
         attempt: int = 1,
         providers: Sequence[str] | None = None,
         resources: Mapping[str, int] | None = None,
+        ttl_s: float | None = None,
     ) -> GateDecision:
         """Ask once whether the call may start (``POST /v1/calls``); polling = asking again.
 
-        Raises CallConflictError (same id, different body), UnknownNumberError,
-        GateHTTPError, GateUnavailableError or GateProtocolError; a full layer is a
-        decision, not an error.
+        ``ttl_s`` sets the lease's TTL (default: the stack's ``lease_ttl``; an outbound
+        lease first lives ``dial_ttl``, the ring time). Raises CallConflictError (same id,
+        different body), UnknownNumberError, GateHTTPError, GateUnavailableError or
+        GateProtocolError; a full layer is a decision, not an error.
         """
-        body: dict[str, Any] = {"call_id": call_id, "direction": direction, "number": number,
-                                "priority": priority, "attempt": attempt}
-        if remote is not None:
-            body["remote"] = remote
-        if providers is not None:
-            body["providers"] = list(providers)
-        if resources is not None:
-            body["resources"] = dict(resources)
-        response = await self._send("POST", "/v1/calls", json=body)
-        if response.status_code == 409:
-            raise CallConflictError(detail_of(response))
-        if response.status_code == 404:
-            raise UnknownNumberError(detail_of(response))
-        decision = parse_decision(ok_json(response))
-        if decision.call_id != call_id:
-            raise GateProtocolError(f"asked about call_id {call_id!r}, the gate answered about "
-                                    f"{decision.call_id!r}", status_code=200)
-        return decision
+        body = acquire_body(call_id, direction, number, remote=remote, priority=priority,
+                            attempt=attempt, providers=providers, resources=resources,
+                            ttl_s=ttl_s)
+        return read_decision(await self._send("POST", "/v1/calls", json=body), call_id)
 
-    async def renew(self, call_id: str) -> GateLease:
-        """Push the lease's expiry one TTL further; raises LeaseLostError when it is gone."""
-        response = await self._send("POST", f"/v1/calls/{quoted_id(call_id)}/renew")
-        if response.status_code == 404:
-            status = "unknown"
-            payload = json_or_none(response)
-            if isinstance(payload, dict) and isinstance(payload.get("status"), str):
-                status = payload["status"]
-            raise LeaseLostError(call_id, status, detail_of(response))
-        data = as_object(ok_json(response), "answer")
-        if data.get("call_id") != call_id:
-            raise GateProtocolError(f"renew of {call_id!r}: answer has call_id = "
-                                    f"{data.get('call_id')!r}", status_code=200)
-        lease = parse_lease(data.get("lease"), "lease")
-        if lease is None:
-            raise GateProtocolError("renew answer: lease = None: expected a lease object",
-                                    status_code=200)
-        return lease
+    async def renew(self, call_id: str, ttl_s: float | None = None,
+                    account: str | None = None, *,
+                    connect_retry: bool = True) -> GateLease:
+        """Push the lease's expiry one TTL further; raises LeaseLostError when it is gone.
 
-    async def release(self, call_id: str) -> dict[str, bool]:
+        ``ttl_s`` replaces the lease's TTL from now on (a media worker taking over a
+        webhook's long lease passes the stack's ``lease_ttl``); ``account`` is for admin
+        tokens acting on one account's call id.
+        """
+        response = await self._send("POST", call_path(call_id, "/renew"),
+                                    params=query(ttl_s=ttl_s, account=account),
+                                    connect_retry=connect_retry)
+        return read_renewal(response, call_id)
+
+    async def release(self, call_id: str, account: str | None = None, *,
+                      connect_retry: bool = True) -> dict[str, bool]:
         """Free the lease or cancel the queued call (idempotent): ``{"released", "cancelled"}``."""
-        response = await self._send("DELETE", f"/v1/calls/{quoted_id(call_id)}")
-        data = as_object(ok_json(response), "answer")
-        result = {}
-        for name in ("released", "cancelled"):
-            value = data.get(name)
-            if not isinstance(value, bool):
-                raise GateProtocolError(f"release answer: {name} = {value!r}: expected a bool",
-                                        status_code=200)
-            result[name] = value
-        return result
+        response = await self._send("DELETE", call_path(call_id), params=query(account=account),
+                                    connect_retry=connect_retry)
+        return read_release(response)
 
-    # the context manager ---------------------------------------------------------------
+    async def lease_ttl(self) -> float:
+        """The stack's ``lease_ttl`` in seconds (``GET /v1/settings``)."""
+        return read_lease_ttl(await self._send("GET", "/v1/settings"))
+
+    # the context managers --------------------------------------------------------------
     @asynccontextmanager
     async def call(
         self,
@@ -267,6 +246,7 @@ class GateClient:
         attempt: int = 1,
         providers: Sequence[str] | None = None,
         resources: Mapping[str, int] | None = None,
+        ttl_s: float | None = None,
         wait: bool = True,
         retry: bool = False,
         max_wait_s: float | None = None,
@@ -278,17 +258,26 @@ class GateClient:
         ``min(poll_interval_s, estimated_wait_s)``; with ``retry``, a ``retry_later``
         sleeps ``retry_after_s`` and asks again with ``attempt + 1``. ``max_wait_s``
         bounds the total time spent sleeping in both. A queued call given up on is
-        cancelled at the gate. Inside the block the lease is renewed every ``ttl_s / 3``
-        (or ``renew_interval_s``, e.g. ``ttl_s / (3 * K)`` against ``serve --time-scale K``);
+        cancelled at the gate. A gate that cannot be reached (after ``connect_retry_s``
+        of retries) is a :class:`CallNotAdmitted` too, reason ``gate_unreachable``.
+        Inside the block the lease is renewed every ``ttl_s / 3`` (or
+        ``renew_interval_s``, e.g. ``ttl_s / (3 * K)`` against ``serve --time-scale K``);
         on exit, however it happens, renewal stops and the call is released.
         """
-        ask = _Ask(call_id, direction, number, remote, priority, attempt,
-                   tuple(providers) if providers is not None else None,
-                   dict(resources) if resources is not None else None)
+        ask = Ask(call_id, direction, number, remote, priority, attempt,
+                  tuple(providers) if providers is not None else None,
+                  dict(resources) if resources is not None else None, ttl_s)
         try:
-            decision = await self._admit(ask, wait=wait, retry=retry, max_wait_s=max_wait_s)
+            decision = await self._admit(ask, AdmitPacing(
+                attempt, wait=wait, retry=retry, max_wait_s=max_wait_s,
+                poll_interval_s=self.poll_interval_s))
         except (CallConflictError, UnknownNumberError, GateHTTPError):
             raise  # the gate recorded nothing for this body: nothing to release
+        except GateUnavailableError as exc:
+            # A request may have reached the gate before the answer was lost: free what
+            # it may hold, once, without waiting out another round of connect retries.
+            await _finish(self._release_logged(call_id, connect_retry=False))
+            raise not_admitted_unreachable(call_id, self.unreachable_message, exc) from exc
         except BaseException:
             # Cancelled or cut off mid-request: the gate may hold a lease or queue entry.
             await _finish(self._release_logged(call_id))
@@ -297,118 +286,109 @@ class GateClient:
             if decision.outcome is Outcome.QUEUED:
                 await _finish(self._release_logged(call_id))
             raise CallNotAdmitted(decision)
-        lease = ActiveLease(decision)
-        renewer = asyncio.create_task(self._renew_loop(lease, renew_interval_s),
-                                      name=f"callgate-renew-{call_id}")
+        async with self._holding(ActiveLease(decision), renew_interval_s) as lease:
+            yield lease
+
+    @asynccontextmanager
+    async def adopt(
+        self,
+        call_id: str,
+        *,
+        ttl_s: float | None = None,
+        account: str | None = None,
+        renew_interval_s: float | None = None,
+    ) -> AsyncIterator[ActiveLease]:
+        """Take over a lease someone else created (a voice webhook) for the block's duration.
+
+        On entry the lease is renewed with ``ttl_s`` (default: the stack's ``lease_ttl``,
+        as the webhook's ``renew_url`` does), so a worker that dies frees the call's slots
+        within one TTL; then it is renewed every ``ttl / 3`` and released on exit,
+        exception or cancellation, like :meth:`call`. A lease that is already gone, or a
+        gate that cannot be reached, is a :class:`CallNotAdmitted` (reason ``call_ended``
+        or ``gate_unreachable``).
+        """
+        try:
+            ttl = ttl_s if ttl_s is not None else await self.lease_ttl()
+            lease = await self.renew(call_id, ttl, account)
+        except LeaseLostError as exc:
+            raise not_admitted_lost(call_id, exc) from exc
+        except GateUnavailableError as exc:
+            raise not_admitted_unreachable(call_id, self.unreachable_message, exc) from exc
+        async with self._holding(ActiveLease(adopted(call_id, lease)), renew_interval_s,
+                                 account) as held:
+            yield held
+
+    @asynccontextmanager
+    async def _holding(self, lease: ActiveLease, renew_interval_s: float | None,
+                       account: str | None = None) -> AsyncIterator[ActiveLease]:
+        """Renew ``lease`` in the background while the block runs; release it after."""
+        renewer = asyncio.create_task(self._renew_loop(lease, renew_interval_s, account),
+                                      name=f"callgate-renew-{lease.call_id}")
         try:
             yield lease
         finally:
-            await _finish(self._end(renewer, call_id))
+            await _finish(self._end(renewer, lease.call_id, account))
 
-    async def _admit(
-        self, ask: _Ask, *, wait: bool, retry: bool, max_wait_s: float | None
-    ) -> GateDecision:
-        waited_s = 0.0
-        attempt = ask.attempt
+    async def _admit(self, ask: Ask, pacing: AdmitPacing) -> GateDecision:
         while True:
             decision = await self.acquire(
                 ask.call_id, ask.direction, ask.number, remote=ask.remote,
-                priority=ask.priority, attempt=attempt, providers=ask.providers,
-                resources=ask.resources)
-            if decision.outcome is Outcome.QUEUED and wait:
-                assert decision.queue is not None  # checked by the parser
-                pause = max(MIN_POLL_S,
-                            min(self.poll_interval_s, decision.queue.estimated_wait_s))
-            elif decision.outcome is Outcome.RETRY_LATER and retry:
-                pause = decision.retry_after_s or 0.0
-                attempt += 1
-            else:
+                priority=ask.priority, attempt=pacing.attempt, providers=ask.providers,
+                resources=ask.resources, ttl_s=ask.ttl_s)
+            pause = pacing.pause(decision)
+            if pause is None:
                 return decision
-            if max_wait_s is not None:
-                left = max_wait_s - waited_s
-                if left <= 0 or (decision.outcome is Outcome.RETRY_LATER and pause > left):
-                    return decision
-                pause = min(pause, left)
             log.debug("call %s %s (%s): next ask in %.3f s", ask.call_id, decision.outcome,
                       decision.reason, pause)
             await self._sleep(pause)
-            waited_s += pause
 
-    async def _renew_loop(self, lease: ActiveLease, every_s: float | None) -> None:
-        """Renew every ``every_s`` (else ttl/3) until cancelled or the lease is lost.
-
-        A failure that is not a 404 (network, 5xx, an unreadable answer) is logged and
-        retried at the next tick; once failures have spanned a whole TTL the lease has
-        expired at the gate, so it is marked lost.
-        """
-        failed_s = 0.0
+    async def _renew_loop(self, lease: ActiveLease, every_s: float | None,
+                          account: str | None) -> None:
+        """Renew every ``every_s`` (else ttl/3) until cancelled or the lease is lost."""
+        pacing = RenewPacing(every_s)
         while True:
-            interval_s = every_s or lease.ttl_s / 3
+            interval_s = pacing.interval(lease.ttl_s)
             await self._sleep(interval_s)
             try:
-                lease.lease = await self.renew(lease.call_id)
+                # The loop is its own retry: a tick that cannot connect waits for the next.
+                lease.lease = await self.renew(lease.call_id, account=account,
+                                        connect_retry=False)
             except LeaseLostError as exc:
-                log.warning("call %s: lease lost (%s): the gate no longer counts this call; "
-                            "hang up", lease.call_id, exc.status)
-                lease._mark_lost(exc.status)
+                lease.mark_lost(exc.status, log)
                 return
-            except (GateUnavailableError, GateProtocolError, GateHTTPError) as exc:
-                failed_s += interval_s
-                log.warning("call %s: renew failed (%s); retrying in %.3f s",
-                            lease.call_id, exc, interval_s)
-            except Exception:
-                failed_s += interval_s
-                log.exception("call %s: renew failed unexpectedly; retrying in %.3f s",
-                              lease.call_id, interval_s)
+            except Exception as exc:
+                if pacing.failed(interval_s, lease.ttl_s):
+                    lease.give_up(log)
+                    return
+                lease.renew_failed(exc, interval_s, log)
             else:
                 lease.renewals += 1
-                failed_s = 0.0
-                continue
-            if failed_s >= lease.ttl_s:
-                log.warning("call %s: no renewal for %.3f s (ttl %.3f s): the lease has "
-                            "expired at the gate; hang up", lease.call_id, failed_s, lease.ttl_s)
-                lease._mark_lost("expired")
-                return
+                pacing.renewed()
 
-    async def _end(self, renewer: asyncio.Task[None], call_id: str) -> None:
+    async def _end(self, renewer: asyncio.Task[None], call_id: str,
+                   account: str | None) -> None:
         renewer.cancel()
         await asyncio.wait({renewer})
-        await self._release_logged(call_id)
+        await self._release_logged(call_id, account)
 
-    async def _release_logged(self, call_id: str) -> None:
+    async def _release_logged(self, call_id: str, account: str | None = None, *,
+                              connect_retry: bool = True) -> None:
         try:
-            await self.release(call_id)
+            await self.release(call_id, account, connect_retry=connect_retry)
         except Exception as exc:
             log.warning("call %s: release failed (%s); its slots return when the lease "
                         "expires", call_id, exc)
 
     # transport -------------------------------------------------------------------------
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, url: str, *, connect_retry: bool = True,
+                    **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, url, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise GateUnavailableError(f"{method} {url}: the gate did not answer in time "
-                                       f"({type(exc).__name__})") from exc
+            async for attempt in connect_retries(self.connect_retry_s if connect_retry else 0):
+                with attempt:
+                    response = await self._http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            raise GateUnavailableError(f"{method} {url}: cannot reach the gate "
-                                       f"({type(exc).__name__}: {exc})") from exc
-        if response.status_code >= 500:
-            raise GateUnavailableError(f"{method} {url}: gate answered HTTP "
-                                       f"{response.status_code}: {detail_of(response)}",
-                                       status_code=response.status_code)
-        return response
-
-
-@dataclass(frozen=True)
-class _Ask:
-    call_id: str
-    direction: Direction
-    number: str
-    remote: str | None
-    priority: int
-    attempt: int
-    providers: tuple[str, ...] | None
-    resources: dict[str, int] | None
+            raise unreachable_error(method, url, exc) from exc
+        return checked(method, url, response)
 
 
 async def _finish(cleanup: Awaitable[None]) -> None:
@@ -432,3 +412,5 @@ async def _finish(cleanup: Awaitable[None]) -> None:
     if not task.cancelled():
         task.result()
 
+
+from callgate.client_sync import SyncGateClient  # noqa: E402  (re-exported; no cycle)

@@ -7,17 +7,18 @@ as silent failures).
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from callgate.errors import CallgateError
-from callgate.model import Layer, Outcome, Reason
+from callgate.errors import CallConflictError, CallgateError, UnknownNumberError
+from callgate.model import Direction, Layer, Outcome, Reason
 
 
 # errors ------------------------------------------------------------------------------
@@ -146,6 +147,86 @@ class CallNotAdmitted(CallgateError):
     @property
     def message(self) -> str | None:
         return self.decision.message
+
+@dataclass(frozen=True)
+class Ask:
+    """What ``call()`` asks for, the same on every poll and retry (but ``attempt``)."""
+
+    call_id: str
+    direction: Direction
+    number: str
+    remote: str | None
+    priority: int
+    attempt: int
+    providers: tuple[str, ...] | None
+    resources: dict[str, int] | None
+    ttl_s: float | None
+
+
+class HeldLease:
+    """What both clients keep of a lease they renew in the background.
+
+    Subclasses add ``lost``, an event (asyncio's or threading's) set once the gate no
+    longer counts the call.
+    """
+
+    lost: _Settable
+
+    def __init__(self, decision: GateDecision) -> None:
+        assert decision.lease is not None, "only an admitted decision has a lease"
+        self.call_id = decision.call_id
+        self.decision = decision
+        self.lease: GateLease = decision.lease
+        self.renewals = 0
+        self.lost_status: str | None = None
+
+    @property
+    def keys(self) -> Mapping[str, str]:
+        """Provider pool -> the key alias the gate chose for this call."""
+        return self.lease.keys
+
+    @property
+    def expires_at(self) -> float:
+        """When the lease expires unless renewed (epoch seconds, the gate's clock)."""
+        return self.lease.expires_at
+
+    @property
+    def ttl_s(self) -> float:
+        return self.lease.ttl_s
+
+    def mark_lost(self, status: str, log: logging.Logger) -> None:
+        """A renew answered 404 with ``status``: the gate no longer counts this call."""
+        log.warning("call %s: lease lost (%s): the gate no longer counts this call; "
+                    "hang up", self.call_id, status)
+        self.lost_status = status
+        self.lost.set()
+
+    def give_up(self, log: logging.Logger) -> None:
+        """Renewals failed for a whole TTL: the gate has expired the lease by now."""
+        log.warning("call %s: no renewal for a whole TTL (%.3f s): the lease has expired "
+                    "at the gate; hang up", self.call_id, self.ttl_s)
+        self.lost_status = "expired"
+        self.lost.set()
+
+    def renew_failed(self, exc: Exception, retry_in_s: float, log: logging.Logger) -> None:
+        if isinstance(exc, GateUnavailableError | GateProtocolError | GateHTTPError):
+            log.warning("call %s: renew failed (%s); retrying in %.3f s",
+                        self.call_id, exc, retry_in_s)
+        else:
+            log.error("call %s: renew failed unexpectedly (%s: %s); retrying in %.3f s",
+                      self.call_id, type(exc).__name__, exc, retry_in_s, exc_info=exc)
+
+
+class _Settable(Protocol):
+    def set(self) -> None: ...
+
+
+def adopted(call_id: str, lease: GateLease) -> GateDecision:
+    """The decision an adopted lease stands for (the webhook's admission is not repeated)."""
+    return GateDecision(call_id=call_id, outcome=Outcome.ADMITTED, layer=None, scope=None,
+                        reason=Reason.ADMITTED, lease=lease, queue=None, retry_after_s=None,
+                        message=None)
+
 
 # parsing -------------------------------------------------------------------------------
 _E = TypeVar("_E", Outcome, Layer, Reason)
@@ -296,3 +377,125 @@ def parse_decision(value: object) -> GateDecision:
         raise GateProtocolError("unreadable decision: decision = 'retry_later' but "
                                 "retry_after_s = None", status_code=200)
     return decision
+
+
+# requests and their answers -------------------------------------------------------------
+def acquire_body(
+    call_id: str, direction: str, number: str, *, remote: str | None, priority: int,
+    attempt: int, providers: Sequence[str] | None, resources: Mapping[str, int] | None,
+    ttl_s: float | None,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/calls``."""
+    body: dict[str, Any] = {"call_id": call_id, "direction": direction, "number": number,
+                            "priority": priority, "attempt": attempt}
+    if remote is not None:
+        body["remote"] = remote
+    if providers is not None:
+        body["providers"] = list(providers)
+    if resources is not None:
+        body["resources"] = dict(resources)
+    if ttl_s is not None:
+        body["ttl_s"] = ttl_s
+    return body
+
+
+def read_decision(response: httpx.Response, call_id: str) -> GateDecision:
+    """The decision of ``POST /v1/calls``; raises for 409, 404 and every other error."""
+    if response.status_code == 409:
+        raise CallConflictError(detail_of(response))
+    if response.status_code == 404:
+        raise UnknownNumberError(detail_of(response))
+    decision = parse_decision(ok_json(response))
+    if decision.call_id != call_id:
+        raise GateProtocolError(f"asked about call_id {call_id!r}, the gate answered about "
+                                f"{decision.call_id!r}", status_code=200)
+    return decision
+
+
+def call_path(call_id: str, suffix: str = "") -> str:
+    return f"/v1/calls/{quoted_id(call_id)}{suffix}"
+
+
+def query(**values: object) -> dict[str, str]:
+    """Query parameters, leaving out those that are None."""
+    return {name: f"{value}" for name, value in values.items() if value is not None}
+
+
+def read_renewal(response: httpx.Response, call_id: str) -> GateLease:
+    """The lease of ``POST /v1/calls/{id}/renew``; LeaseLostError when there is none."""
+    if response.status_code == 404:
+        status = "unknown"
+        payload = json_or_none(response)
+        if isinstance(payload, dict) and isinstance(payload.get("status"), str):
+            status = payload["status"]
+        raise LeaseLostError(call_id, status, detail_of(response))
+    data = as_object(ok_json(response), "answer")
+    if data.get("call_id") != call_id:
+        raise GateProtocolError(f"renew of {call_id!r}: answer has call_id = "
+                                f"{data.get('call_id')!r}", status_code=200)
+    lease = parse_lease(data.get("lease"), "lease")
+    if lease is None:
+        raise GateProtocolError("renew answer: lease = None: expected a lease object",
+                                status_code=200)
+    return lease
+
+
+def read_release(response: httpx.Response) -> dict[str, bool]:
+    """``{"released", "cancelled"}`` of ``DELETE /v1/calls/{id}``."""
+    data = as_object(ok_json(response), "answer")
+    result = {}
+    for name in ("released", "cancelled"):
+        value = data.get(name)
+        if not isinstance(value, bool):
+            raise GateProtocolError(f"release answer: {name} = {value!r}: expected a bool",
+                                    status_code=200)
+        result[name] = value
+    return result
+
+
+def read_lease_ttl(response: httpx.Response) -> float:
+    """The stack's ``lease_ttl`` from ``GET /v1/settings``."""
+    value = as_object(ok_json(response), "answer").get("lease_ttl_s")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise GateProtocolError(f"settings answer: lease_ttl_s = {value!r}: expected a "
+                                "number > 0", status_code=200)
+    return float(value)
+
+
+def unreachable_error(method: str, url: str, exc: httpx.TransportError) -> GateUnavailableError:
+    if isinstance(exc, httpx.TimeoutException):
+        return GateUnavailableError(f"{method} {url}: the gate did not answer in time "
+                                    f"({type(exc).__name__})")
+    return GateUnavailableError(f"{method} {url}: cannot reach the gate "
+                                f"({type(exc).__name__}: {exc})")
+
+
+def checked(method: str, url: str, response: httpx.Response) -> httpx.Response:
+    """``response``, unless the gate answered 5xx (GateUnavailableError)."""
+    if response.status_code >= 500:
+        raise GateUnavailableError(f"{method} {url}: gate answered HTTP "
+                                   f"{response.status_code}: {detail_of(response)}",
+                                   status_code=response.status_code)
+    return response
+
+
+def not_admitted_unreachable(
+    call_id: str, message: str, exc: GateUnavailableError
+) -> CallNotAdmitted:
+    """The refusal ``call()``/``adopt()`` raise when no decision could be had at all."""
+    refused = CallNotAdmitted(GateDecision(
+        call_id=call_id, outcome=Outcome.REJECTED, layer=None, scope=None,
+        reason=Reason.GATE_UNREACHABLE, lease=None, queue=None, retry_after_s=None,
+        message=message))
+    refused.__cause__ = exc
+    return refused
+
+
+def not_admitted_lost(call_id: str, exc: LeaseLostError) -> CallNotAdmitted:
+    """The refusal ``adopt()`` raises when the lease to take over is already gone."""
+    refused = CallNotAdmitted(GateDecision(
+        call_id=call_id, outcome=Outcome.REJECTED, layer=None, scope=None,
+        reason=Reason.CALL_ENDED, lease=None, queue=None, retry_after_s=None,
+        message=f"no lease to take over ({exc.status}): {exc.detail}"))
+    refused.__cause__ = exc
+    return refused

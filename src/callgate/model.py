@@ -9,6 +9,12 @@ from typing import Literal
 
 Direction = Literal["inbound", "outbound"]
 
+DEFAULT_OVERFLOW_MESSAGE = (
+    "We are receiving more calls than we can take right now. Please call again shortly."
+)
+"""``[inbound] overflow_message`` unless the stack says otherwise; the client tells callers
+the same when the gate cannot be reached."""
+
 
 class Outcome(StrEnum):
     ADMITTED = "admitted"
@@ -43,6 +49,9 @@ class Reason(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
     ADMITTED_LOCAL = "admitted_local"
     SHADOW = "shadow"
+    # The client's own, never sent by the gate: no decision arrived because the gate could
+    # not be reached (GateClient.call()/adopt() turn that into CallNotAdmitted).
+    GATE_UNREACHABLE = "gate_unreachable"
 
 
 @dataclass(frozen=True)

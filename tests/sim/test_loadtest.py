@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from tests.served import free_port, served, served_app
 
 from callgate.sim.commands import loadtest
 
 N1, N2 = "+15550000001", "+15550000002"
-START_TIMEOUT_S = 30.0
 
 STACK = f"""
 [gate]
@@ -65,65 +59,16 @@ max_attempts = 4
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_ready(url: str, alive: Any) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and alive():
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling a real server, with a deadline
-    return False
-
-
 @contextmanager
 def serve(config: Path, db: Path, log: Path, speed: float) -> Iterator[str]:
     """`callgate serve --time-scale speed` on a free 127.0.0.1 port (SQLite store)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
-    port = _free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "callgate.cli", "serve", "--config", str(config),
-             "--store", f"sqlite:///{db}", "--port", str(port), "--time-scale", str(speed),
-             "--reaper-interval", "0.2", "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not _wait_ready(url, lambda: proc.poll() is None):
-            pytest.fail(f"serve did not start:\n{log.read_text(errors='replace')}")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with served(config, db, log, time_scale=speed) as server:
+        yield server.url
 
 
-@contextmanager
-def stand_in(app: Starlette) -> Iterator[str]:
+def stand_in(app: Starlette) -> AbstractContextManager[str]:
     """Serve a stand-in gate on a free 127.0.0.1 port in a thread."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not _wait_ready(url, thread.is_alive):
-            pytest.fail("the stand-in gate did not start")
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return served_app(app)
 
 
 def run_loadtest(*args: str) -> tuple[int, dict[str, Any]]:
@@ -232,7 +177,7 @@ def test_gate_answering_500s_is_caught_and_fails_the_run() -> None:
 
 def test_unreachable_gate_is_one_clear_error() -> None:
     """No gate at the URL: one message naming the URL, exit 1, no traceback."""
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(loadtest, ["--url", url, "--rate", "1"])
     assert result.exit_code == 1
     assert url in result.output and "Traceback" not in result.output
