@@ -28,6 +28,17 @@ class Served:
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (the server must drain and exit in bounded time)."""
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"serve did not exit within {STOP_TIMEOUT_S} s of SIGTERM:\n"
+                        + self.output())
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -38,7 +49,8 @@ def free_port() -> int:
 
 @contextmanager
 def served(config: Path, db: Path, log: Path, *, time_scale: float = 1.0,
-           env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Served]:
+           env: Mapping[str, str] | None = None, log_level: str = "info",
+           reaper_interval_s: float = 0.2) -> Iterator[Served]:
     """Serve ``config`` on SQLite file ``db`` until the block ends (then SIGTERM, bounded)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
     environ.update(env or {})
@@ -48,7 +60,8 @@ def served(config: Path, db: Path, log: Path, *, time_scale: float = 1.0,
             proc = subprocess.Popen(
                 [sys.executable, "-m", "callgate.cli", "serve", "--config", str(config),
                  "--store", f"sqlite:///{db}", "--port", str(port), "--time-scale",
-                 str(time_scale), "--reaper-interval", "0.2", "--log-level", "info", *args],
+                 str(time_scale), "--reaper-interval", str(reaper_interval_s),
+                 "--log-level", log_level],
                 stdout=out, stderr=subprocess.STDOUT, env=environ)
         server = Served(proc, f"http://127.0.0.1:{port}", log)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -62,12 +75,8 @@ def served(config: Path, db: Path, log: Path, *, time_scale: float = 1.0,
             try:
                 yield server
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                if proc.poll() is None:
+                    server.stop()
             return
         if proc.poll() is None:
             proc.kill()

@@ -62,7 +62,7 @@ max_attempts = 4
 @contextmanager
 def serve(config: Path, db: Path, log: Path, speed: float) -> Iterator[str]:
     """`callgate serve --time-scale speed` on a free 127.0.0.1 port (SQLite store)."""
-    with served(config, db, log, time_scale=speed) as server:
+    with served(config, db, log, time_scale=speed, log_level="warning") as server:
         yield server.url
 
 
