@@ -12,11 +12,12 @@ stack, and the most specific one wins::
 the phone never disagree.
 
 Hold music is a pair: ``hold_music_url``, a clip made to loop, and ``hold_music_loop``, its
-length. A held caller's every cycle plays the clip once and then re-polls the gate, so the
-clip's end *is* the poll: it must be known, and short enough that a cycle (the clip plus
-anything said before it) stays well inside ``[gate] poll_timeout``; the stack refuses a loop
-longer than ``poll_timeout / 2`` at load. The pair is taken from the most specific level
-that sets ``hold_music_url``; ``hold_music_url = ""`` there means no music (a pause).
+length. After the hold message, each of a held caller's cycles plays the clip once and then
+re-polls the gate, so the clip's end *is* the poll: it must be known, and short enough that
+a cycle (the clip plus a position line said before it) stays well inside ``[gate]
+poll_timeout``; the stack refuses a loop longer than ``poll_timeout / 2`` at load. The pair
+is taken from the most specific level that sets ``hold_music_url``; ``hold_music_url = ""``
+there means no music (a pause).
 """
 
 from __future__ import annotations

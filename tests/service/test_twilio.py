@@ -223,14 +223,11 @@ async def test_queued_caller_holds_then_is_connected_when_the_other_call_ends() 
     async with phone() as p:
         stream_of(await p.ring("CA1"))
         hold = await p.ring("CA2")
-        assert elements(hold) == [
-            ("Say", {}, f"{HOLD} You are number 1 in line."),
-            ("Pause", {"length": "5"}, ""),
-            ("Redirect", {"method": "POST"}, f"{PUBLIC}/twilio/voice?held=1&pos=1"),
-        ]
+        redirect = ("Redirect", {"method": "POST"}, f"{PUBLIC}/twilio/voice?held=1&pos=1")
+        assert elements(hold) == [("Say", {}, f"{HOLD} You are number 1 in line."), redirect]
         p.clock.advance(5)
         again = await p.follow(hold, "CA2")
-        assert elements(again) == elements(hold)[1:]  # nothing new to say: still first
+        assert elements(again) == [("Pause", {"length": "5"}, ""), redirect]  # still first
         done = await p.status("CA1", "completed")
         assert done.status_code == 204
         p.clock.advance(5)
@@ -246,7 +243,7 @@ WITH_MUSIC = STACK.replace("queue_max = 1", "queue_max = 3").replace(
 
 
 async def test_a_held_caller_hears_the_message_once_then_the_clip_each_cycle() -> None:
-    """Walked through hold cycles: message once, position only when changed, the clip each cycle."""
+    """Hold cycles: the message once, the position when it changed, then the clip every cycle."""
     async with phone(WITH_MUSIC) as p:
         stream_of(await p.ring("CA1"))
         await p.ring("CA2")  # first in line
@@ -257,9 +254,9 @@ async def test_a_held_caller_hears_the_message_once_then_the_clip_each_cycle() -
             return ("Redirect", {"method": "POST"},
                     f"{PUBLIC}/twilio/voice?held=1&pos={position}")
 
-        assert elements(heard[-1]) == [("Say", {}, f"{HOLD} You are number 2 in line."), play,
-                                       redirect(2)]
-        p.clock.advance(12)
+        assert elements(heard[-1]) == [("Say", {}, f"{HOLD} You are number 2 in line."),
+                                       redirect(2)]  # the next poll as soon as it is said
+        p.clock.advance(8)
         heard.append(await p.follow(heard[-1], "CA3"))
         assert elements(heard[-1]) == [play, redirect(2)]
         assert (await p.status("CA2", "canceled")).status_code == 204  # the caller ahead hangs up
@@ -279,6 +276,18 @@ async def test_a_held_caller_hears_the_message_once_then_the_clip_each_cycle() -
         assert parameters["call_id"] == "CA3"
         said = [text for answer in heard for tag, _, text in elements(answer) if tag == "Say"]
         assert sum(HOLD in text for text in said) == 1
+
+
+async def test_without_say_position_later_cycles_say_nothing_at_all() -> None:
+    """say_position off: the message on the first poll, then only pauses; no pos in the URL."""
+    async with phone(STACK.replace("say_position = true", "say_position = false")) as p:
+        await p.ring("CA1")
+        first = await p.ring("CA2")
+        redirect = ("Redirect", {"method": "POST"}, f"{PUBLIC}/twilio/voice?held=1")
+        assert elements(first) == [("Say", {}, HOLD), redirect]
+        p.clock.advance(5)
+        assert elements(await p.follow(first, "CA2")) == [("Pause", {"length": "5"}, ""),
+                                                          redirect]
 
 
 async def test_the_hold_marker_changes_what_is_said_never_the_queue() -> None:

@@ -9,7 +9,7 @@ The picture is a switchboard operator who answers every ring before anyone speak
 
 A held caller loops through hold cycles, each one poll of the gate::
 
-    1st poll: <Say>Please hold. You are number 3 in line.</Say> <Play/> <Redirect ?held=1&pos=3>
+    1st poll: <Say>Please hold. You are number 3 in line.</Say>         <Redirect ?held=1&pos=3>
     2nd poll:                                                   <Play/> <Redirect ?held=1&pos=3>
     3rd poll: <Say>You are number 2 in line.</Say>              <Play/> <Redirect ?held=1&pos=2>
     4th poll: promoted -> <Connect><Stream>
@@ -192,24 +192,28 @@ class Heard:
 
 def hold_twiml(position: int | None, prompts: Prompts, settings: TwilioSettings, heard: Heard,
                redirect: Callable[[Heard], str]) -> VoiceResponse:
-    """One hold cycle: anything new to say, the music clip once (or a pause), then re-poll.
+    """One hold cycle: anything new to say, then the music clip once (or a pause), then re-poll.
 
-    The hold message is said on the first cycle only; with ``say_position`` the position is
-    said when it differs from the last one said. ``redirect`` gives the URL of the next
-    poll, carrying what the caller will then have heard.
+    The first cycle says the hold message (and the position) and re-polls as soon as it is
+    said, so its length is the message's, never the message's plus a clip's; later cycles
+    say the position only when it differs from the last one said (``say_position``), then
+    play the clip or pause. ``redirect`` gives the URL of the next poll, carrying what the
+    caller will then have heard.
     """
     response = VoiceResponse()
-    words = [] if heard.hold_message else [prompts.hold_message]
+    greeting = "" if heard.hold_message else prompts.hold_message
     told = position if settings.say_position else None
+    words = [greeting]
     if told is not None and told != heard.position:
         words.append(f"You are number {told} in line.")
     text = " ".join(word for word in words if word).strip()
     if text:
         say(response, text, prompts)
-    if prompts.hold_music_url:
-        response.play(prompts.hold_music_url)  # once: the clip's end is the next poll
-    else:
-        response.pause(length=max(1, round(settings.hold_pause)))
+    if not greeting:
+        if prompts.hold_music_url:
+            response.play(prompts.hold_music_url)  # once: the clip's end is the next poll
+        else:
+            response.pause(length=max(1, round(settings.hold_pause)))
     response.redirect(redirect(Heard(hold_message=True, position=told)), method="POST")
     return response
 
