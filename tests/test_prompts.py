@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -136,3 +137,19 @@ def test_check_refuses_a_music_loop_longer_than_half_the_poll_timeout(tmp_path: 
     assert "Traceback" not in result.output
     path.write_text(text.replace('"20s"', '"15s"'), encoding="utf-8")
     assert runner.invoke(cli, ["check", "--config", str(path)]).exit_code == 0
+
+
+def test_check_warns_about_a_hold_message_too_long_to_say_between_polls(tmp_path: Path) -> None:
+    """A hold message of ~27 s of speech (poll_timeout 30 s) is a warning, exit 0, naming it."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    long_words = " ".join(["please"] * 50)  # + the example's 17 words: 27 s
+    assert text.count('\nhold_message = "') == 1  # [inbound]'s
+    path = tmp_path / "stack.toml"
+    path.write_text(text.replace('\nhold_message = "', f'\nhold_message = "{long_words} '),
+                    encoding="utf-8")
+    runner = CliRunner(env={"CALLGATE_CONFIG": None, "CALLGATE_DEBUG": None, "COLUMNS": "200"})
+    result = runner.invoke(cli, ["check", "--config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    [warning] = json.loads(result.stdout)["warnings"]
+    assert warning.startswith("inbound.hold_message takes about 27s to say")
+    assert "gate.poll_timeout / 2 (15s)" in warning

@@ -26,7 +26,7 @@ from pydantic import (
 from callgate.durations import parse_duration
 from callgate.errors import ConfigError, ConfigIssue
 from callgate.model import DEFAULT_OVERFLOW_MESSAGE
-from callgate.prompts import hold_music_issues
+from callgate.prompts import hold_message_warnings, hold_music_issues
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Direction = Literal["inbound", "outbound"]
@@ -234,7 +234,7 @@ def stack_warnings(stack: Stack) -> list[str]:
             f"timeout ({COMMON_RING_TIMEOUT_S:g}s): an outbound call answered after "
             f"{stack.outbound.dial_ttl:g}s finds its lease expired and is hung up; raise "
             "dial_ttl or dial with a shorter ring timeout")
-    return warnings
+    return warnings + hold_message_warnings(stack)
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:

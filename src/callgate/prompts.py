@@ -100,3 +100,33 @@ def hold_music_issues(stack: Stack) -> list[ConfigIssue]:
                 "longer cycle can drop the caller from the queue; cut a shorter loop or raise "
                 "poll_timeout"))
     return issues
+
+
+WORDS_PER_SECOND = 2.5
+"""How fast text-to-speech voices talk, roughly (150 words a minute), to size a message."""
+
+
+def hold_message_warnings(stack: Stack) -> list[str]:
+    """Hold messages that may take longer to say than ``poll_timeout / 2``, for ``check``.
+
+    The first hold cycle re-polls only once the message is said; a message that outlasts
+    ``poll_timeout`` drops the caller from the queue. Speech length is an estimate, hence a
+    warning rather than a refusal.
+    """
+    longest = stack.gate.poll_timeout / 2
+    messages: list[tuple[str, str | None]] = [("inbound.hold_message",
+                                               stack.inbound.hold_message)]
+    messages += [(f"accounts.{name}.hold_message", spec.hold_message)
+                 for name, spec in stack.accounts.items()]
+    messages += [(f'numbers."{number}".hold_message', spec.hold_message)
+                 for number, spec in stack.numbers.items()]
+    warnings = []
+    for where, message in messages:
+        seconds = len((message or "").split()) / WORDS_PER_SECOND
+        if seconds > longest:
+            warnings.append(
+                f"{where} takes about {seconds:.0f}s to say (at 150 words a minute), more than "
+                f"gate.poll_timeout / 2 ({longest:g}s): a held caller is polled again only "
+                "once it is said, and is dropped past poll_timeout; shorten it or raise "
+                "poll_timeout")
+    return warnings

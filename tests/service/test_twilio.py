@@ -238,7 +238,7 @@ async def test_queued_caller_holds_then_is_connected_when_the_other_call_ends() 
 
 
 MUSIC = "https://cdn.test/hold-12s.mp3"
-WITH_MUSIC = STACK.replace("queue_max = 1", "queue_max = 3").replace(
+WITH_MUSIC = STACK.replace("queue_max = 1", "queue_max = 5").replace(
     'hold_pause = "5s"', f'hold_pause = "5s"\nhold_music_url = "{MUSIC}"\nhold_music_loop = "12s"')
 
 
@@ -299,8 +299,10 @@ async def test_the_hold_marker_changes_what_is_said_never_the_queue() -> None:
         marked = elements(await p.post("/twilio/voice?held=1&pos=1", params))
         assert marked[0] == ("Say", {}, "You are number 2 in line.")
         assert [e["call_id"] for e in p.gate.queue()] == ["CA2", "CA3"]
-        bad = elements(await p.post("/twilio/voice?held=yes&pos=-1", {**params, "CallSid": "CA4"}))
-        assert bad[0] == ("Say", {}, f"{HOLD} You are number 3 in line.")
+        for index, query in enumerate(("held=yes&pos=-1", "pos=%C2%B2", "pos=")):
+            bad = elements(await p.post(f"/twilio/voice?{query}",
+                                        {**params, "CallSid": f"CA{4 + index}"}))
+            assert bad[0] == ("Say", {}, f"{HOLD} You are number {3 + index} in line.")
 
 
 async def test_overflow_says_the_overflow_message_and_hangs_up() -> None:

@@ -183,7 +183,8 @@ class Heard:
     def from_query(cls, query: Mapping[str, str]) -> Heard:
         position = query.get("pos", "")
         return cls(hold_message=query.get("held") == "1",
-                   position=int(position) if position.isdigit() else None)
+                   position=int(position) if position.isascii() and position.isdigit()
+                   else None)
 
     def query(self) -> dict[str, str]:
         marks = {"held": "1"} if self.hold_message else {}
