@@ -6,6 +6,8 @@ The picture is a switchboard operator who answers every ring before anyone speak
                admitted  -> <Connect><Stream url=agent>  (call id, keys, renew/release URLs)
                queued    -> hold: <Say> (what is new) + <Play> clip | <Pause> + <Redirect> back
                rejected  -> <Say> overflow + <Hangup/>, or <Reject reason="busy|rejected"/>
+    hang-up ─> POST /twilio/status (CallStatus completed/busy/failed/no-answer/canceled)
+                                   ──> gate.release: frees the lease or leaves the queue
 
 A held caller loops through hold cycles, each one poll of the gate::
 
@@ -17,8 +19,6 @@ A held caller loops through hold cycles, each one poll of the gate::
 The clip (``hold_music_loop`` long) or ``hold_pause`` bounds how long a promoted caller
 waits to be connected. Words, voice, language and music are the number's, else its
 account's, else the stack's (:mod:`callgate.prompts`).
-    hang-up ─> POST /twilio/status (CallStatus completed/busy/failed/no-answer/canceled)
-                                   ──> gate.release: frees the lease or leaves the queue
 
 Outbound calls are acquired through ``POST /v1/calls`` *before* dialling, with a call id of
 the dialler's choosing; the dialler passes that id in both provider URLs
