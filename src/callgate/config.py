@@ -26,6 +26,7 @@ from pydantic import (
 from callgate.durations import parse_duration
 from callgate.errors import ConfigError, ConfigIssue
 from callgate.model import DEFAULT_OVERFLOW_MESSAGE
+from callgate.prompts import hold_message_warnings, hold_music_issues
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Direction = Literal["inbound", "outbound"]
@@ -78,7 +79,21 @@ class Plan(_Frozen):
     price: float | None = Field(default=None, ge=0)
 
 
-class Account(_Frozen):
+class _Prompted(_Frozen):
+    """What callers hear, set per account or number (else [inbound] / [twilio]).
+
+    Resolved number -> account -> stack in one place, :func:`callgate.prompts.prompts_for`.
+    """
+
+    hold_message: str | None = None
+    overflow_message: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    hold_music_url: str | None = None  # "" here: no music for these calls (a pause instead)
+    hold_music_loop: Duration | None = Field(default=None, gt=0)
+
+
+class Account(_Prompted):
     plan: str
     reserved_inbound: int = Field(default=0, ge=0)
     windows: tuple[Window, ...] = ()
@@ -86,7 +101,7 @@ class Account(_Frozen):
     stream_url: str | None = None  # the agent's media stream for this account's calls
 
 
-class Number(_Frozen):
+class Number(_Prompted):
     account: str
     trunk: str
     max_concurrent: PositiveInt
@@ -171,7 +186,10 @@ class TwilioSettings(_Frozen):
     trusted_proxies: tuple[str, ...] = ()
     stream_url: str | None = None
     hold_music_url: str | None = None
+    hold_music_loop: Duration | None = Field(default=None, gt=0)  # the clip's length
     hold_pause: Duration = Field(default=10.0, gt=0)
+    voice: str | None = None  # <Say voice=...>, e.g. "Polly.Joanna"
+    language: str | None = None  # <Say language=...>, e.g. "en-US"
     say_position: bool = False
     reject_style: Literal["hangup", "busy", "rejected"] = "hangup"
     webhook_lease_ttl: Duration | None = Field(default=None, gt=0)
@@ -216,7 +234,7 @@ def stack_warnings(stack: Stack) -> list[str]:
             f"timeout ({COMMON_RING_TIMEOUT_S:g}s): an outbound call answered after "
             f"{stack.outbound.dial_ttl:g}s finds its lease expired and is hung up; raise "
             "dial_ttl or dial with a shorter ring timeout")
-    return warnings
+    return warnings + hold_message_warnings(stack)
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -263,6 +281,7 @@ def _cross_check(stack: Stack) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(f"costs.{kind}.{name}", name,
                                           f"no such {what}; defined: {sorted(known)}"))
     issues += _window_clashes(stack)
+    issues += hold_music_issues(stack)
     for index, token in enumerate(stack.api.tokens):
         where = f"api.tokens[{index}]"
         if (token.env is None) == (token.sha256 is None):

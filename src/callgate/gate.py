@@ -33,6 +33,7 @@ from callgate.model import (
     RenewResult,
     RenewStatus,
 )
+from callgate.prompts import prompts_for
 from callgate.stores.base import (
     Blocker,
     Claim,
@@ -467,11 +468,12 @@ class Gate:
             estimate = max(wait, self._queue_estimate(pick.key, verdict.position))
             return Decision(call.call_id, Outcome.QUEUED, layer, scope, pick.reason,
                             queue=QueueInfo(verdict.position, round(estimate, 3)),
-                            retry_after_s=None, message=inbound.hold_message)
+                            retry_after_s=None,
+                            message=prompts_for(self.stack, call.number).hold_message)
         if kind is VerdictKind.QUEUE_FULL:
             return Decision(call.call_id, Outcome.REJECTED, Layer.QUEUE, call.number,
                             Reason.QUEUE_FULL, retry_after_s=inbound.retry_after,
-                            message=inbound.overflow_message)
+                            message=prompts_for(self.stack, call.number).overflow_message)
         if kind is VerdictKind.BLOCKED:
             pick, wait = self._pick(call, verdict.blockers, now)
             layer, scope = split_key(pick.key)
@@ -485,7 +487,8 @@ class Gate:
             assert record is not None and record.reason is not None
             layer, scope = split_key(record.blocker_key or f"queue:{call.number}")
             retry = inbound.retry_after if call.direction == "inbound" else None
-            message = (inbound.overflow_message if call.direction == "inbound"
+            message = (prompts_for(self.stack, call.number).overflow_message
+                       if call.direction == "inbound"
                        else _attempts_message(call.attempt))
             return Decision(call.call_id, Outcome.REJECTED, layer, scope, record.reason,
                             retry_after_s=retry, message=message)
@@ -544,7 +547,7 @@ class Gate:
             call.attempt)
         return Decision(call.call_id, Outcome.REJECTED, Layer.STORE, settings.store.split(":")[0],
                         Reason.STORE_UNAVAILABLE, retry_after_s=round(retry, 3),
-                        message=self.stack.inbound.overflow_message)
+                        message=prompts_for(self.stack, call.number).overflow_message)
 
 
 # Results are immutable values: one of each, shared, rather than one built per release.

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,11 +16,13 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
-from callgate.config import Stack, parse_stack
+from callgate.config import Stack, load_stack, parse_stack
 from callgate.errors import ConfigError
 from callgate.gate import Gate
 from callgate.model import Call
+from callgate.prompts import Prompts
 from callgate.service.app import create_app
+from callgate.service.twilio import say_and_hang_up
 from callgate.testing import FakeClock, memory_gate, serving
 
 pytestmark = pytest.mark.anyio
@@ -157,6 +160,15 @@ class Phone:
                   "CallStatus": state}
         return await self.post(f"/twilio/status{query}", params, token=token)
 
+    async def follow(self, hold: httpx.Response, sid: str, to: str = N1, *,
+                     token: str = ACME_TOKEN) -> httpx.Response:
+        """The provider following a hold answer's <Redirect>: the next poll, signed over its URL."""
+        [url] = [text for tag, _, text in elements(hold) if tag == "Redirect"]
+        assert url.startswith(self.public)
+        params = {"CallSid": sid, "AccountSid": "AC123", "From": CALLER, "To": to,
+                  "CallStatus": "in-progress", "Direction": "inbound"}
+        return await self.post(url.removeprefix(self.public), params, token=token)
+
     def row(self, layer: str, scope: str) -> dict[str, Any]:
         layers: list[dict[str, Any]] = self.gate.usage()["layers"]
         [row] = [r for r in layers if (r["layer"], r["scope"]) == (layer, scope)]
@@ -207,35 +219,90 @@ async def test_the_media_server_renews_with_the_url_it_was_given() -> None:
 
 
 async def test_queued_caller_holds_then_is_connected_when_the_other_call_ends() -> None:
-    """Queued: hold message with position, pause, redirect; a status callback frees a line."""
+    """Queued: hold message and position, pause, marked redirect; a hang-up frees a line."""
     async with phone() as p:
         stream_of(await p.ring("CA1"))
-        hold = elements(await p.ring("CA2"))
-        assert hold == [
-            ("Say", {}, f"{HOLD} You are number 1 in line."),
-            ("Pause", {"length": "5"}, ""),
-            ("Redirect", {"method": "POST"}, f"{PUBLIC}/twilio/voice"),
-        ]
+        hold = await p.ring("CA2")
+        redirect = ("Redirect", {"method": "POST"}, f"{PUBLIC}/twilio/voice?held=1&pos=1")
+        assert elements(hold) == [("Say", {}, f"{HOLD} You are number 1 in line."), redirect]
         p.clock.advance(5)
-        assert elements(await p.ring("CA2", status="in-progress")) == hold  # still first
+        again = await p.follow(hold, "CA2")
+        assert elements(again) == [("Pause", {"length": "5"}, ""), redirect]  # still first
         done = await p.status("CA1", "completed")
         assert done.status_code == 204
         p.clock.advance(5)
-        _, parameters = stream_of(await p.ring("CA2", status="in-progress"))
+        _, parameters = stream_of(await p.follow(again, "CA2"))
         assert parameters["call_id"] == "CA2"
         assert p.row("number", N1) == {"layer": "number", "scope": N1, "in_use": 1, "cap": 1,
                                        "queued": 0}
 
 
-async def test_hold_music_replaces_the_spoken_hold_message() -> None:
-    """With hold_music_url the caller on hold hears <Play> of it instead of <Say>."""
-    text = STACK.replace('hold_pause = "5s"',
-                         'hold_pause = "5s"\nhold_music_url = "https://cdn.test/hold.mp3"')
-    async with phone(text) as p:
+MUSIC = "https://cdn.test/hold-12s.mp3"
+WITH_MUSIC = STACK.replace("queue_max = 1", "queue_max = 5").replace(
+    'hold_pause = "5s"', f'hold_pause = "5s"\nhold_music_url = "{MUSIC}"\nhold_music_loop = "12s"')
+
+
+async def test_a_held_caller_hears_the_message_once_then_the_clip_each_cycle() -> None:
+    """Hold cycles: the message once, the position when it changed, then the clip every cycle."""
+    async with phone(WITH_MUSIC) as p:
+        stream_of(await p.ring("CA1"))
+        await p.ring("CA2")  # first in line
+        heard = [await p.ring("CA3")]  # second in line
+        play = ("Play", {}, MUSIC)
+
+        def redirect(position: int) -> tuple[str, dict[str, str], str]:
+            return ("Redirect", {"method": "POST"},
+                    f"{PUBLIC}/twilio/voice?held=1&pos={position}")
+
+        assert elements(heard[-1]) == [("Say", {}, f"{HOLD} You are number 2 in line."),
+                                       redirect(2)]  # the next poll as soon as it is said
+        p.clock.advance(8)
+        heard.append(await p.follow(heard[-1], "CA3"))
+        assert elements(heard[-1]) == [play, redirect(2)]
+        assert (await p.status("CA2", "canceled")).status_code == 204  # the caller ahead hangs up
+        p.clock.advance(12)
+        heard.append(await p.follow(heard[-1], "CA3"))
+        assert elements(heard[-1]) == [("Say", {}, "You are number 1 in line."), play,
+                                       redirect(1)]
+        for _ in range(2):
+            p.clock.advance(12)
+            heard.append(await p.follow(heard[-1], "CA3"))
+            assert elements(heard[-1]) == [play, redirect(1)]
+        p.clock.advance(5)
+        await p.status("CA1", "completed")  # between two polls: CA3 is promoted now
+        assert p.row("number", N1)["in_use"] == 1 and p.row("number", N1)["queued"] == 0
+        p.clock.advance(7)
+        _, parameters = stream_of(await p.follow(heard[-1], "CA3"))
+        assert parameters["call_id"] == "CA3"
+        said = [text for answer in heard for tag, _, text in elements(answer) if tag == "Say"]
+        assert sum(HOLD in text for text in said) == 1
+
+
+async def test_without_say_position_later_cycles_say_nothing_at_all() -> None:
+    """say_position off: the message on the first poll, then only pauses; no pos in the URL."""
+    async with phone(STACK.replace("say_position = true", "say_position = false")) as p:
         await p.ring("CA1")
-        assert [tag for tag, _, _ in elements(await p.ring("CA2"))] == ["Play", "Pause",
-                                                                         "Redirect"]
-        assert elements(await p.ring("CA2"))[0] == ("Play", {}, "https://cdn.test/hold.mp3")
+        first = await p.ring("CA2")
+        redirect = ("Redirect", {"method": "POST"}, f"{PUBLIC}/twilio/voice?held=1")
+        assert elements(first) == [("Say", {}, HOLD), redirect]
+        p.clock.advance(5)
+        assert elements(await p.follow(first, "CA2")) == [("Pause", {"length": "5"}, ""),
+                                                          redirect]
+
+
+async def test_the_hold_marker_changes_what_is_said_never_the_queue() -> None:
+    """A first poll already marked held=1 is queued behind the callers ahead, like any other."""
+    async with phone(WITH_MUSIC) as p:
+        await p.ring("CA1")
+        await p.ring("CA2")
+        params = {"CallSid": "CA3", "From": CALLER, "To": N1, "CallStatus": "ringing"}
+        marked = elements(await p.post("/twilio/voice?held=1&pos=1", params))
+        assert marked[0] == ("Say", {}, "You are number 2 in line.")
+        assert [e["call_id"] for e in p.gate.queue()] == ["CA2", "CA3"]
+        for index, query in enumerate(("held=yes&pos=-1", "pos=%C2%B2", "pos=")):
+            bad = elements(await p.post(f"/twilio/voice?{query}",
+                                        {**params, "CallSid": f"CA{4 + index}"}))
+            assert bad[0] == ("Say", {}, f"{HOLD} You are number {3 + index} in line.")
 
 
 async def test_overflow_says_the_overflow_message_and_hangs_up() -> None:
@@ -245,6 +312,53 @@ async def test_overflow_says_the_overflow_message_and_hangs_up() -> None:
         await p.ring("CA2")
         assert elements(await p.ring("CA3")) == [("Say", {}, OVERFLOW), ("Hangup", {}, "")]
         assert p.row("number", N1)["queued"] == 1
+
+
+VOICES = (STACK
+          .replace('[accounts.acme]\nplan = "basic"\n',
+                   '[accounts.acme]\nplan = "basic"\nhold_message = "Acme: please hold."\n'
+                   'voice = "Polly.Joanna"\nlanguage = "en-US"\n')
+          .replace('stream_url = "wss://n2.test/stream"\n',
+                   'stream_url = "wss://n2.test/stream"\noverflow_message = "Line two is full."\n'
+                   'voice = "Polly.Amy"\nlanguage = "en-GB"\n')
+          .replace('hold_pause = "5s"', 'hold_pause = "5s"\nvoice = "alice"'))
+
+
+@pytest.mark.parametrize(("number", "voice", "hold", "overflow"), [
+    (N1, {"voice": "Polly.Joanna", "language": "en-US"}, "Acme: please hold.", OVERFLOW),
+    (N2, {"voice": "Polly.Amy", "language": "en-GB"}, "Acme: please hold.", "Line two is full."),
+    (G1, {"voice": "alice"}, HOLD, OVERFLOW),
+])
+async def test_words_voice_and_language_are_the_numbers_else_the_accounts_else_the_stacks(
+    number: str, voice: dict[str, str], hold: str, overflow: str
+) -> None:
+    """Hold and overflow <Say>s carry the number's, account's or stack's words, voice, language."""
+    token = GLOBEX_TOKEN if number == G1 else ACME_TOKEN
+    async with phone(VOICES) as p:
+        await p.ring("CA1", number, token=token)
+        held = elements(await p.ring("CA2", number, token=token))
+        assert held[0] == ("Say", voice, f"{hold} You are number 1 in line.")
+        assert elements(await p.ring("CA3", number, token=token)) == [
+            ("Say", voice, overflow), ("Hangup", {}, "")]
+        # The API tells the same words: one resolution for the gate and the webhooks.
+        assert p.gate.acquire(Call("CA2", "inbound", number, remote=CALLER)).message == hold
+        assert p.gate.acquire(Call("CA3", "inbound", number, remote=CALLER)).message == overflow
+        unknown = elements(await p.ring("CA9", "+19995550000"))  # the [twilio] token
+        assert unknown[0][1] == {"voice": "alice"}  # no number, no account: the stack's voice
+
+
+def test_the_example_fallback_twiml_says_the_example_overflow_message() -> None:
+    """examples/twilio-fallback.xml is the TwiML the gate would answer: overflow, hang up."""
+    example = Path(__file__).parents[2] / "examples"
+    overflow = load_stack(example / "stack.toml").inbound.overflow_message
+    root = ET.parse(example / "twilio-fallback.xml").getroot()
+    ours = ET.fromstring(str(say_and_hang_up(overflow, Prompts(HOLD, overflow))))
+
+    def verbs(response: ET.Element) -> list[tuple[str, dict[str, str], str]]:
+        return [(c.tag, dict(c.attrib), (c.text or "").strip()) for c in response]
+
+    assert root.tag == "Response"
+    assert verbs(root) == verbs(ours) == [("Say", {}, overflow), ("Hangup", {}, "")]
 
 
 @pytest.mark.parametrize("style", ["busy", "rejected"])

@@ -4,10 +4,21 @@ The picture is a switchboard operator who answers every ring before anyone speak
 
     ring ──> POST /twilio/voice ──> gate.acquire(CallSid, To)
                admitted  -> <Connect><Stream url=agent>  (call id, keys, renew/release URLs)
-               queued    -> hold: <Play>/<Say> + <Pause> + <Redirect> back here (re-polls)
+               queued    -> hold: <Say> (what is new) + <Play> clip | <Pause> + <Redirect> back
                rejected  -> <Say> overflow + <Hangup/>, or <Reject reason="busy|rejected"/>
     hang-up ─> POST /twilio/status (CallStatus completed/busy/failed/no-answer/canceled)
                                    ──> gate.release: frees the lease or leaves the queue
+
+A held caller loops through hold cycles, each one poll of the gate::
+
+    1st poll: <Say>Please hold. You are number 3 in line.</Say>         <Redirect ?held=1&pos=3>
+    2nd poll:                                                   <Play/> <Redirect ?held=1&pos=3>
+    3rd poll: <Say>You are number 2 in line.</Say>              <Play/> <Redirect ?held=1&pos=2>
+    4th poll: promoted -> <Connect><Stream>
+
+The clip (``hold_music_loop`` long) or ``hold_pause`` bounds how long a promoted caller
+waits to be connected. Words, voice, language and music are the number's, else its
+account's, else the stack's (:mod:`callgate.prompts`).
 
 Outbound calls are acquired through ``POST /v1/calls`` *before* dialling, with a call id of
 the dialler's choosing; the dialler passes that id in both provider URLs
@@ -32,6 +43,7 @@ import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -42,6 +54,7 @@ from callgate.config import Stack, TwilioSettings
 from callgate.errors import CallConflictError, ConfigIssue
 from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason, ReleaseResult, RenewResult, RenewStatus
+from callgate.prompts import Prompts, prompts_for
 
 try:
     # The twilio package ships no type information (no py.typed); its TwiML builders and
@@ -131,9 +144,16 @@ def twiml(response: VoiceResponse) -> Response:
     return Response(content=str(response), media_type=XML)
 
 
-def say_and_hang_up(message: str) -> VoiceResponse:
+def say(response: VoiceResponse, message: str, prompts: Prompts) -> None:
+    """``<Say>`` in the number's voice and language (each attribute only when set)."""
+    options = {name: value for name, value in (("voice", prompts.voice),
+                                                ("language", prompts.language)) if value}
+    response.say(message, **options)
+
+
+def say_and_hang_up(message: str, prompts: Prompts) -> VoiceResponse:
     response = VoiceResponse()
-    response.say(message)
+    say(response, message, prompts)
     response.hangup()
     return response
 
@@ -147,30 +167,66 @@ def connect_twiml(stream_url: str, parameters: Mapping[str, str]) -> VoiceRespon
     return response
 
 
-def hold_twiml(decision: Decision, settings: TwilioSettings, redirect_url: str) -> VoiceResponse:
-    """Music or the hold message (and position), a pause, then back to the gate to re-poll."""
+@dataclass(frozen=True)
+class Heard:
+    """What a held caller has already been told, carried in the hold redirect's URL.
+
+    ``held=1``: the hold message was said; ``pos=N``: the position last said. It changes
+    only what is said, never the decision (the gate decides from the call alone), and the
+    provider signs the URL with its query, so nobody else can forge it.
+    """
+
+    hold_message: bool = False
+    position: int | None = None
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> Heard:
+        position = query.get("pos", "")
+        return cls(hold_message=query.get("held") == "1",
+                   position=int(position) if position.isascii() and position.isdigit()
+                   else None)
+
+    def query(self) -> dict[str, str]:
+        marks = {"held": "1"} if self.hold_message else {}
+        return marks if self.position is None else {**marks, "pos": str(self.position)}
+
+
+def hold_twiml(position: int | None, prompts: Prompts, settings: TwilioSettings, heard: Heard,
+               redirect: Callable[[Heard], str]) -> VoiceResponse:
+    """One hold cycle: anything new to say, then the music clip once (or a pause), then re-poll.
+
+    The first cycle says the hold message (and the position) and re-polls as soon as it is
+    said, so its length is the message's, never the message's plus a clip's; later cycles
+    say the position only when it differs from the last one said (``say_position``), then
+    play the clip or pause. ``redirect`` gives the URL of the next poll, carrying what the
+    caller will then have heard.
+    """
     response = VoiceResponse()
-    if settings.hold_music_url:
-        response.play(settings.hold_music_url)
-    else:
-        message = decision.message or ""
-        if settings.say_position and decision.queue is not None:
-            message = f"{message} You are number {decision.queue.position} in line.".strip()
-        if message:
-            response.say(message)
-    response.pause(length=max(1, round(settings.hold_pause)))
-    response.redirect(redirect_url, method="POST")
+    greeting = "" if heard.hold_message else prompts.hold_message
+    told = position if settings.say_position else None
+    words = [greeting]
+    if told is not None and told != heard.position:
+        words.append(f"You are number {told} in line.")
+    text = " ".join(word for word in words if word).strip()
+    if text:
+        say(response, text, prompts)
+    if not greeting:
+        if prompts.hold_music_url:
+            response.play(prompts.hold_music_url)  # once: the clip's end is the next poll
+        else:
+            response.pause(length=max(1, round(settings.hold_pause)))
+    response.redirect(redirect(Heard(hold_message=True, position=told)), method="POST")
     return response
 
 
-def refuse_twiml(message: str, style: str, *, answered: bool) -> VoiceResponse:
+def refuse_twiml(message: str, style: str, prompts: Prompts, *, answered: bool) -> VoiceResponse:
     """The overflow message and a hang-up, or a busy/rejected signal before answering.
 
     ``<Reject>`` only works on a call not yet answered; a caller already on hold (the
     provider says ``CallStatus = in-progress``) hears the message instead.
     """
     if style == "hangup" or answered:
-        return say_and_hang_up(message)
+        return say_and_hang_up(message, prompts)
     response = VoiceResponse()
     response.reject(reason=style)
     return response
@@ -310,33 +366,39 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
         hook = received
         call_sid, number = hook.get("CallSid"), hook.get("To")
         account = account_of(number)
+        prompts = prompts_for(gate.stack, number)
         if account is None or not call_sid:
             log.warning("voice webhook for unknown number %r (CallSid %r): caller told, hung up",
                         number, call_sid)
-            return twiml(say_and_hang_up(UNKNOWN_NUMBER_MESSAGE))
+            return twiml(say_and_hang_up(UNKNOWN_NUMBER_MESSAGE, prompts))
         stack = gate.stack
         if stream_url_for(stack, number) is None:  # checked at start; a reload may drop it
             log.error("no stream_url for %s: set [twilio] stream_url or the number's", number)
-            return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE))
+            return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE, prompts))
         call = Call(call_sid, "inbound", number, remote=hook.get("From") or None)
         try:
             decision = await decide(call, stack.webhook_lease_ttl(), "twilio")
         except CallConflictError:
             log.error("CallSid %s came back for another number or caller; refused", call_sid)
-            return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE))
+            return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE, prompts))
         if decision.outcome is Outcome.ADMITTED and decision.lease is not None:
             answer = agent(hook, number, call_sid, account, decision.lease.keys)
             if answer is not None:
                 return answer
             await release(call_sid, account)
-            return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE))
+            return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE, prompts))
         if decision.outcome is Outcome.QUEUED:
-            return twiml(hold_twiml(decision, stack.twilio, hook.url("/twilio/voice")))
-        message = decision.message or stack.inbound.overflow_message
+            position = decision.queue.position if decision.queue is not None else None
+            heard = Heard.from_query(request.query_params)
+            return twiml(hold_twiml(position, prompts, stack.twilio, heard,
+                                    lambda next_heard: hook.url("/twilio/voice",
+                                                                **next_heard.query())))
+        message = decision.message or prompts.overflow_message
         if decision.reason is Reason.CALL_ENDED:
             message = NOT_SET_UP_MESSAGE
         answered = hook.get("CallStatus") == "in-progress"
-        return twiml(refuse_twiml(message, stack.twilio.reject_style, answered=answered))
+        return twiml(refuse_twiml(message, stack.twilio.reject_style, prompts,
+                                  answered=answered))
 
     @router.post("/outbound", response_class=Response)
     async def outbound(request: Request, call_id: str = "") -> Response:
@@ -347,28 +409,29 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
         hook = received
         number = hook.get("From")
         account = account_of(number)
+        prompts = prompts_for(gate.stack, number)
         if not call_id or account is None:
             log.error("outbound webhook without ?call_id= or from a number not in the stack "
                       "(call_id %r, From %r, CallSid %r): hung up", call_id, number,
                       hook.get("CallSid"))
-            return twiml(say_and_hang_up(LEASE_LOST_MESSAGE))
+            return twiml(say_and_hang_up(LEASE_LOST_MESSAGE, prompts))
         result = await renew(call_id, account, gate.stack.webhook_lease_ttl())
         if result.status is RenewStatus.EXPIRED:
             log.warning("outbound call %s (CallSid %s) answered after its lease expired: it "
                         "rang longer than its TTL ([outbound] dial_ttl = %gs unless the dialler "
                         "sent ttl_s); dial with a ring timeout <= dial_ttl. Hung up", call_id,
                         hook.get("CallSid"), gate.stack.outbound.dial_ttl)
-            return twiml(say_and_hang_up(LEASE_LOST_MESSAGE))
+            return twiml(say_and_hang_up(LEASE_LOST_MESSAGE, prompts))
         if result.status is not RenewStatus.RENEWED or result.lease is None:
             log.warning("outbound call %s (CallSid %s) answered but its lease is %s: hung up",
                         call_id, hook.get("CallSid"), result.status.value)
-            return twiml(say_and_hang_up(LEASE_LOST_MESSAGE))
+            return twiml(say_and_hang_up(LEASE_LOST_MESSAGE, prompts))
         answer = agent(hook, number, call_id, account, result.lease.keys,
                        provider_call_id=hook.get("CallSid"))
         if answer is not None:
             return answer
         await release(call_id, account)
-        return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE))
+        return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE, prompts))
 
     @router.post("/status", status_code=204, response_class=Response)
     async def status(request: Request, call_id: str = "") -> Response:
