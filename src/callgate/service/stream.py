@@ -1,0 +1,116 @@
+"""``GET /v1/usage/stream``: the usage document and this process's counters, live (SSE).
+
+The headroom page at ``/`` reads this stream: about once a second one server-sent event
+
+    event: usage
+    data: {"usage": {...GET /v1/usage...} | null, "queue": {"total": N, "entries": [...]},
+           "store": {"up": true, "error": null}, "process": {...Activity.summary()...},
+           "account": null | "acme", "interval_s": 1.0}
+
+``usage`` is null (and ``store.up`` false) when the store cannot be read: the stream goes
+on, so the page shows the outage and recovers with the store. An account token's stream
+carries only its account, cut by the same rules as ``GET /v1/usage`` and ``GET /v1/queue``
+(:mod:`callgate.service.auth`), and its counters count only its own calls. The token comes
+as ``Authorization: Bearer`` or, for clients that cannot set a header (``EventSource``,
+``curl`` in a hurry), as ``?token=``: the access log masks it.
+
+A stream never ends by itself, so two things end it: the client going away (Starlette's
+streaming response notices the disconnect and cancels it) and the server draining on
+SIGTERM: ``callgate serve`` calls :meth:`EventStreams.close`, and every open stream ends
+within one interval, so uvicorn's graceful shutdown never waits on a page left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from callgate.errors import StoreError
+from callgate.gate import Gate
+from callgate.service.auth import principal_of, visible_queue, visible_usage
+from callgate.service.metrics import Metrics
+
+STREAM_PATH = "/v1/usage/stream"
+MAX_QUEUE_ENTRIES = 1_000  # per event; the page says how many more wait (numbers' rows count all)
+RETRY_MS = 2_000  # how soon an EventSource reconnects after the stream drops
+
+
+class EventStreams:
+    """The open streams' shared switch: :meth:`close` ends them all (at server shutdown)."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"stream interval must be > 0 seconds, not {interval_s!r}")
+        self.interval_s = interval_s
+        self.closing = False
+
+    def close(self) -> None:
+        """End every open stream at its next tick (safe to call from a signal handler)."""
+        self.closing = True  # a plain flag: a signal handler may not take a lock
+
+
+def stream_router(gate: Gate, metrics: Metrics, streams: EventStreams) -> APIRouter:
+    """The stream's route, for :func:`callgate.service.app.create_app`."""
+    router = APIRouter()
+
+    async def document(account: str | None) -> dict[str, Any]:
+        try:
+            usage, entries = await asyncio.to_thread(_read, gate)
+            store: dict[str, Any] = {"up": True, "error": None}
+        except StoreError as exc:
+            metrics.store_error("stream")
+            usage, entries = None, []
+            store = {"up": False, "error": f"{exc}"}
+        if account is not None:
+            if usage is not None:
+                usage = visible_usage(usage, gate.stack, account)
+            entries = visible_queue(entries, account)
+        return {
+            "usage": usage,
+            "queue": {"total": len(entries), "entries": entries[:MAX_QUEUE_ENTRIES]},
+            "store": store,
+            "process": metrics.activity.summary(account),
+            "account": account,
+            "interval_s": streams.interval_s,
+        }
+
+    async def events(account: str | None) -> AsyncIterator[bytes]:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        while not streams.closing:
+            yield _event("usage", await document(account))
+            await asyncio.sleep(streams.interval_s)
+
+    @router.get(
+        STREAM_PATH, tags=["state"], response_class=StreamingResponse,
+        openapi_extra={"security": [{"bearer": []}]},
+        responses={200: {"content": {"text/event-stream": {}},
+                         "description": "One `usage` event about once a second."},
+                   401: {"description": "No bearer token, or one no tenant owns."}},
+    )
+    async def usage_stream(request: Request) -> StreamingResponse:
+        """The usage document, queue and this process's decision counters, once a second.
+
+        Server-sent events; the token may also come as ``?token=`` (for ``EventSource``).
+        An account token's stream carries only its account.
+        """
+        account = principal_of(request).account
+        return StreamingResponse(events(account), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    return router
+
+
+def _read(gate: Gate) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The usage document and the queue (one worker thread: the store may do I/O)."""
+    return gate.usage(), gate.queue()
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    return f"event: {name}\ndata: {payload}\n\n".encode()
