@@ -197,6 +197,26 @@ async def test_events_keep_coming_and_follow_the_gate() -> None:
     assert in_use == [1, 0]
 
 
+async def test_streams_opened_within_one_interval_share_one_store_read() -> None:
+    """Many open pages cost one usage read per interval, not one each."""
+    gate = memory_gate(make_stack(), FakeClock())
+    read_usage = gate.usage
+    reads = 0
+
+    def usage() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        return read_usage()
+
+    gate.usage = usage  # type: ignore[method-assign]
+    app = create_app(gate, stream_interval_s=600.0)
+    async with serving(app):
+        first = (await stream(app)).events()[0]
+        second = (await stream(app)).events()[0]
+    assert reads == 1
+    assert first["usage"] == second["usage"]
+
+
 async def test_a_closed_switch_ends_open_streams_cleanly() -> None:
     """EventStreams.close() (what SIGTERM calls) ends a stream whose client is still there."""
     app = create_app(memory_gate(make_stack(), FakeClock()), stream_interval_s=0.01)
