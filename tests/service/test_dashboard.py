@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -200,6 +201,11 @@ max_concurrent = 2
 account = "acme"
 trunk = "t"
 max_concurrent = 3
+windows = [{{ direction = "outbound", limit = 1, per = "1m" }}]
+
+[providers.llm]
+keys = ["k1", "k2"]
+sessions_per_key = 5
 
 [inbound]
 queue_max = 5
@@ -245,6 +251,23 @@ def test_gauges_and_counts_follow_admissions_and_releases(
             "return [...document.querySelectorAll('#refused .tile')].map(t => t.dataset.layer)")
         assert refused == ["number"]
         assert "last 5 min: number (1)" in browser.find_element("id", "top").text
+
+        # an outbound call counts in N2's window; a 429 cools a provider key down
+        outbound = http.post(f"{gate_server.url}/v1/calls", json={
+            "call_id": "o1", "direction": "outbound", "number": N2, "remote": "+15559990000"})
+        assert outbound.json()["decision"] == "admitted", outbound.text
+        reported = http.post(f"{gate_server.url}/v1/providers/llm/keys/k2/errors",
+                             json={"status": 429, "retry_after_s": 600})
+        assert reported.status_code == 200, reported.text
+        wait_for(browser, lambda d: gauges(d, "windows").get(f"window:{N2}:outbound:1m", {})
+                 .get("in_use") == 1, "the window's count")
+        assert gauges(browser, "windows")[f"window:{N2}:outbound:1m"]["level"] == "full"
+        wait_for(browser, lambda d: d.execute_script(
+            "return document.querySelector('#cooldowns [data-key=\"llm:k2\"]')?.textContent")
+            or "", "the key's cooldown")
+        cooling = browser.find_element("css selector", '#cooldowns [data-key="llm:k2"]').text
+        assert re.fullmatch(r"llm:k2 \d\d:\d\d:\d\d \(in (9|10) min\)", cooling), cooling
+        release(http, gate_server, "o1")
 
         release(http, gate_server, "c1")  # c3 is promoted into the freed slot
         wait_for(browser, lambda d: "nobody on hold" in d.find_element("id", "queue-count").text,
@@ -384,6 +407,8 @@ def test_ten_thousand_numbers_fullest_first_with_a_filter_at_400_px(
         assert len(shown) == 50
         assert next(iter(shown)) == f"number:{BUSY}", "half full: the fullest scope"
         assert "of 10,002 scopes" in browser.find_element("id", "layers-count").text
+
+        assert browser.save_screenshot(str(tmp_path / "headroom-400px-fullest.png"))
 
         search = browser.find_element("id", "filter")
         search.send_keys("+15550001")  # +15550001000 ... +15550001999

@@ -17,6 +17,7 @@
 
   const $ = (id) => document.getElementById(id);
   let last = null;          // the latest event's document
+  let lastUsage = null;     // the latest usage the store gave: kept (marked stale) while it is down
   let shown = PAGE;
   let events = 0;
   let reader = null;
@@ -47,8 +48,8 @@
   }
 
   function seconds(value) {
-    if (value < 90) return `${fmtRate.format(value)} s`;
-    if (value < 5400) return `${fmtRate.format(value / 60)} min`;
+    if (value < 90) return `${value < 10 ? fmtRate.format(value) : Math.round(value)} s`;
+    if (value < 5400) return `${Math.round(value / 60)} min`;
     return `${fmtRate.format(value / 3600)} h`;
   }
 
@@ -165,9 +166,13 @@
     store.textContent = doc.store.up ? "store up" : `store DOWN: ${doc.store.error}`;
     $("account").hidden = !doc.account;
     $("account").textContent = doc.account ? `account ${doc.account}` : "";
-    $("updated").textContent = `updated ${clock(doc.process.now)} (gate clock)`;
     renderDecisions(doc.process);
-    const usage = doc.usage || { layers: [], windows: [], cooldowns: [], now: doc.process.now };
+    if (doc.usage) lastUsage = doc.usage;
+    document.body.dataset.stale = String(!doc.usage && lastUsage !== null);
+    $("updated").textContent = doc.usage ? `updated ${clock(doc.usage.now)} (gate clock)`
+      : lastUsage ? `store down: gauges as of ${clock(lastUsage.now)}, now ${clock(doc.process.now)}`
+        : `store down since before ${clock(doc.process.now)}`;
+    const usage = lastUsage || { layers: [], windows: [], cooldowns: [], now: doc.process.now };
     renderLayers(usage.layers);
     renderWindows(usage.windows);
     renderQueues(doc.queue, usage.layers);
