@@ -20,7 +20,8 @@ from callgate.service.app import create_app
 from callgate.service.auth import digest
 from callgate.service.dashboard import ASSETS, read_asset
 from callgate.service.logs import MaskQueryTokens
-from callgate.service.stream import STREAM_PATH
+from callgate.service.metrics import Metrics
+from callgate.service.stream import STREAM_PATH, SharedRead
 from callgate.stores import SqliteStore
 from callgate.testing import FakeClock, memory_gate, serving
 
@@ -173,8 +174,9 @@ async def test_the_stream_carries_usage_queue_store_and_counters() -> None:
     assert event["process"]["totals"]["refused_by_layer"] == {"number": 1}
 
 
-async def test_events_keep_coming_and_follow_the_gate() -> None:
+async def test_events_keep_coming_and_follow_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each event is read afresh: a release between two events shows in the second."""
+    monkeypatch.setattr(SharedRead, "READ_SHARE", 0.0)  # every interval reads, however slow
     gate = memory_gate(make_stack(), FakeClock())
     app = create_app(gate, stream_interval_s=0.01)
     async with serving(app) as http:
@@ -217,6 +219,31 @@ async def test_streams_opened_within_one_interval_share_one_store_read() -> None
     assert first["usage"] == second["usage"]
 
 
+async def test_a_slow_read_is_shared_for_ten_times_as_long() -> None:
+    """A read that took 0.5 s is reused for 5 s: the page never keeps the store busy."""
+    gate = memory_gate(make_stack(), FakeClock())
+    wall = FakeClock(start=0.0)
+    read_usage = gate.usage
+    reads = 0
+
+    def slow_usage() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        wall.advance(0.5)
+        return read_usage()
+
+    gate.usage = slow_usage  # type: ignore[method-assign]
+    shared = SharedRead(gate, Metrics(gate), interval_s=1.0, monotonic=wall)
+    await shared.read()
+    for _ in range(4):
+        wall.advance(1.0)
+        await shared.read()
+    assert (reads, wall.now) == (1, 4.5)
+    wall.advance(1.0)
+    await shared.read()
+    assert reads == 2
+
+
 async def test_a_closed_switch_ends_open_streams_cleanly() -> None:
     """EventStreams.close() (what SIGTERM calls) ends a stream whose client is still there."""
     app = create_app(memory_gate(make_stack(), FakeClock()), stream_interval_s=0.01)
@@ -226,8 +253,11 @@ async def test_a_closed_switch_ends_open_streams_cleanly() -> None:
     assert app.state.streams.closing
 
 
-async def test_a_store_that_cannot_be_read_is_shown_not_fatal(tmp_path: Path) -> None:
+async def test_a_store_that_cannot_be_read_is_shown_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the store down an event says so (usage null) and the stream goes on."""
+    monkeypatch.setattr(SharedRead, "READ_SHARE", 0.0)  # every interval reads, however slow
     stack = make_stack()
     store = SqliteStore(tmp_path / "g.db", Gate.limits_for(stack))
     app = create_app(Gate(stack, store, FakeClock()), stream_interval_s=0.01)

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -59,7 +60,7 @@ def stream_router(gate: Gate, metrics: Metrics, streams: EventStreams) -> APIRou
     """The stream's route, for :func:`callgate.service.app.create_app`."""
     router = APIRouter()
 
-    shared = _SharedRead(gate, metrics, streams.interval_s)
+    shared = SharedRead(gate, metrics, streams.interval_s)
 
     async def document(account: str | None) -> dict[str, Any]:
         usage, entries, store = await shared.read()
@@ -106,33 +107,44 @@ def stream_router(gate: Gate, metrics: Metrics, streams: EventStreams) -> APIRou
 Read = tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]
 
 
-class _SharedRead:
-    """One store read per interval, shared by every open stream.
+class SharedRead:
+    """The store's usage and queue, read at most once per interval for every open stream.
 
-    Reading the usage of 10,000 numbers takes tens of milliseconds (SQLite) and more on
-    the memory store, which holds its lock meanwhile: ten open pages must not cost ten
-    reads a second. Streams that ask within one interval get the same read.
+    Reading the usage of 10,000 numbers takes tens to hundreds of milliseconds, and the
+    memory store holds its lock meanwhile: ten open pages must not cost ten reads a
+    second, and a slow read must not take the store's time from decisions. So streams
+    that ask within one interval share a read, and a read that took ``d`` seconds is kept
+    for at least ``READ_SHARE * d`` (the page spends at most about 1/READ_SHARE of the
+    time reading; it says when its gauges were read).
     """
 
-    def __init__(self, gate: Gate, metrics: Metrics, max_age_s: float) -> None:
+    READ_SHARE = 10.0
+
+    def __init__(self, gate: Gate, metrics: Metrics, interval_s: float,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.gate = gate
         self.metrics = metrics
-        self.max_age_s = max_age_s
+        self.interval_s = interval_s
+        self._monotonic = monotonic  # wall time: how old a read is, not the gate's clock
         self._lock = asyncio.Lock()
-        self._last: tuple[float, Read] | None = None
+        self._last: Read | None = None
+        self._fresh_until = -math.inf
 
     async def read(self) -> Read:
         async with self._lock:
-            now = time.monotonic()  # how old a read is, in wall time (not the gate's)
-            if self._last is not None and now - self._last[0] < self.max_age_s * 0.9:
-                return self._last[1]
+            start = self._monotonic()
+            if self._last is not None and start < self._fresh_until:
+                return self._last
             try:
                 usage, entries = await asyncio.to_thread(self._read)
                 read: Read = (usage, entries, {"up": True, "error": None})
             except StoreError as exc:
                 self.metrics.store_error("stream")
                 read = (None, [], {"up": False, "error": f"{exc}"})
-            self._last = (now, read)
+            took = self._monotonic() - start
+            # 0.9: a stream that sleeps one interval between events finds the read stale
+            self._fresh_until = start + max(0.9 * self.interval_s, self.READ_SHARE * took)
+            self._last = read
             return read
 
     def _read(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
