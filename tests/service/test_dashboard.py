@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -294,6 +295,32 @@ def test_the_page_says_when_the_gate_goes_away(
     wait_for(browser, lambda d: d.find_element("id", "status").get_attribute("data-state")
              == "error", "the page to notice")
     assert "reconnecting" in browser.find_element("id", "status").text
+
+
+def test_the_page_shows_the_store_down_and_recovers(
+    browser: WebDriver, gate_server: Server, tmp_path: Path
+) -> None:
+    """While another process holds the SQLite file the page says the store is down, keeps the
+    last gauges (marked stale) and comes back by itself when the file is free again."""
+    browser.get(gate_server.url)
+    with httpx.Client(timeout=10.0) as http:
+        assert acquire(http, gate_server, "held", N1)["decision"] == "admitted"
+    wait_for(browser, lambda d: gauges(d)[f"number:{N1}"]["in_use"] == 1, "the admitted call")
+    store = browser.find_element("id", "store")
+    hog = sqlite3.connect(tmp_path / "gate.db", isolation_level=None)
+    try:
+        hog.execute("BEGIN IMMEDIATE")  # the gate's next read waits out its busy timeout
+        wait_for(browser, lambda d: store.get_attribute("data-up") == "false", "store down")
+        assert store.text.startswith("store DOWN: ")
+        assert browser.execute_script("return document.body.dataset.stale") == "true"
+        assert "gauges as of" in browser.find_element("id", "updated").text
+        assert gauges(browser)[f"number:{N1}"]["in_use"] == 1  # the last known, greyed
+    finally:
+        hog.execute("ROLLBACK")
+        hog.close()
+    wait_for(browser, lambda d: store.get_attribute("data-up") == "true", "store up again")
+    assert browser.execute_script("return document.body.dataset.stale") == "false"
+    assert store.text == "store up"
 
 
 # tokens ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from callgate.config import Stack, parse_stack
+from callgate.errors import StoreError
 from callgate.gate import Gate
 from callgate.service.app import create_app
 from callgate.service.auth import digest
@@ -242,6 +243,29 @@ async def test_a_slow_read_is_shared_for_ten_times_as_long() -> None:
     wall.advance(1.0)
     await shared.read()
     assert reads == 2
+
+
+async def test_a_failed_read_is_retried_the_next_interval(tmp_path: Path) -> None:
+    """A read that failed slowly (a busy timeout) is not kept: the next interval reads again."""
+    stack = make_stack()
+    store = SqliteStore(tmp_path / "g.db", Gate.limits_for(stack))
+    gate = Gate(stack, store, FakeClock())
+    wall = FakeClock(start=0.0)
+    real_usage = gate.usage
+    down = True
+
+    def usage() -> dict[str, Any]:
+        wall.advance(2.0)  # the busy timeout, or the answer after it
+        if down:
+            raise StoreError("database is locked")
+        return real_usage()
+
+    gate.usage = usage  # type: ignore[method-assign]
+    shared = SharedRead(gate, Metrics(gate), interval_s=1.0, monotonic=wall)
+    assert (await shared.read())[2] == {"up": False, "error": "database is locked"}
+    down = False
+    wall.advance(1.0)
+    assert (await shared.read())[2] == {"up": True, "error": None}
 
 
 async def test_a_closed_switch_ends_open_streams_cleanly() -> None:

@@ -115,7 +115,8 @@ class SharedRead:
     second, and a slow read must not take the store's time from decisions. So streams
     that ask within one interval share a read, and a read that took ``d`` seconds is kept
     for at least ``READ_SHARE * d`` (the page spends at most about 1/READ_SHARE of the
-    time reading; it says when its gauges were read).
+    time reading; it says when its gauges were read). A read that failed is retried the
+    next interval: the store's recovery shows at once.
     """
 
     READ_SHARE = 10.0
@@ -135,15 +136,17 @@ class SharedRead:
             start = self._monotonic()
             if self._last is not None and start < self._fresh_until:
                 return self._last
+            share = self.READ_SHARE
             try:
                 usage, entries = await asyncio.to_thread(self._read)
                 read: Read = (usage, entries, {"up": True, "error": None})
             except StoreError as exc:
                 self.metrics.store_error("stream")
                 read = (None, [], {"up": False, "error": f"{exc}"})
+                share = 0.0  # a failed read spent its time waiting, not working: retry soon
             took = self._monotonic() - start
             # 0.9: a stream that sleeps one interval between events finds the read stale
-            self._fresh_until = start + max(0.9 * self.interval_s, self.READ_SHARE * took)
+            self._fresh_until = start + max(0.9 * self.interval_s, share * took)
             self._last = read
             return read
 
