@@ -268,6 +268,15 @@ async def test_a_failed_read_is_retried_the_next_interval(tmp_path: Path) -> Non
     assert (await shared.read())[2] == {"up": True, "error": None}
 
 
+async def test_a_client_going_away_ends_its_stream_at_once() -> None:
+    """A disconnect ends the stream mid-wait (here a 10-minute interval), not at the next tick."""
+    app = create_app(memory_gate(make_stack(), FakeClock()), stream_interval_s=600.0)
+    async with serving(app):
+        got = await stream(app, then="disconnect")  # fails after 10 s if it waited
+    assert got.status == 200 and len(got.events()) == 1
+    assert not app.state.streams.closing
+
+
 async def test_a_closed_switch_ends_open_streams_cleanly() -> None:
     """EventStreams.close() (what SIGTERM calls) ends a stream whose client is still there."""
     app = create_app(memory_gate(make_stack(), FakeClock()), stream_interval_s=0.01)

@@ -18,6 +18,9 @@ A stream never ends by itself, so two things end it: the client going away (Star
 streaming response notices the disconnect and cancels it) and the server draining on
 SIGTERM: ``callgate serve`` calls :meth:`EventStreams.close`, and every open stream ends
 within one interval, so uvicorn's graceful shutdown never waits on a page left open.
+(This is why the stream is Starlette's ``StreamingResponse`` and not ``sse-starlette``:
+that library learns of a shutdown by patching uvicorn's signal handling, which has broken
+across uvicorn releases, and writing ``event:``/``data:`` lines takes two lines here.)
 """
 
 from __future__ import annotations
