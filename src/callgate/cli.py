@@ -18,7 +18,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any, NoReturn, TypeVar
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -36,6 +37,11 @@ from callgate.planning.capacity import (
 )
 from callgate.planning.command import plan
 from callgate.sim.commands import loadtest, simulate
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from callgate.service.stream import EventStreams
 
 DEBUG_ENV = "CALLGATE_DEBUG"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -147,7 +153,7 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
     from callgate.clock import Clock, ScaledClock, system_clock
     from callgate.gate import Gate
     from callgate.service.app import create_app, public_url
-    from callgate.service.logs import configure
+    from callgate.service.logs import configure, mask_query_tokens
     from callgate.stores import open_store
 
     stack = read_stack(config, store=store)
@@ -184,9 +190,10 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
         # In JSON mode uvicorn's own loggers go through the root handler too, so every
         # line is JSON; in text mode uvicorn keeps its familiar format.
         extra: dict[str, Any] = {"log_config": None} if log_format == "json" else {}
-        server = uvicorn.Server(uvicorn.Config(
+        server = _draining_server(uvicorn.Config(
             app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
-            **extra))
+            **extra), app.state.streams)
+        mask_query_tokens()  # after uvicorn.Config, which sets up uvicorn's loggers
         base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         banner = [f"callgate {__version__}: gating {config} with store {public_url(url)}"
                   + (f", clock x{time_scale:g}" if time_scale != 1 else ""),
@@ -204,6 +211,23 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
         gate_store.close()
     if not server.started:
         fail("the server did not start; see the log above", 1)
+
+
+def _draining_server(config: uvicorn.Config, streams: EventStreams) -> uvicorn.Server:
+    """uvicorn's server, which also ends the open event streams when a signal starts the drain.
+
+    uvicorn waits for every open response before it exits, and an event stream never ends
+    by itself: without this, a headroom page left open would hold SIGTERM for the whole
+    graceful timeout. (Imported here so that ``callgate check`` never imports uvicorn.)
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            streams.close()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
 
 
 def _loopback(host: str) -> bool:

@@ -50,6 +50,7 @@ from callgate.errors import (
 )
 from callgate.gate import Gate
 from callgate.model import Call, Decision, ReleaseResult, RenewResult, RenewStatus
+from callgate.service.activity import Activity
 from callgate.service.auth import (
     Authenticator,
     Principal,
@@ -58,6 +59,7 @@ from callgate.service.auth import (
     visible_queue,
     visible_usage,
 )
+from callgate.service.dashboard import dashboard_router
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
 from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
@@ -76,6 +78,7 @@ from callgate.service.schemas import (
     SettingsOut,
     retry_after_header,
 )
+from callgate.service.stream import STREAM_PATH, EventStreams, stream_router
 
 log = logging.getLogger("callgate.service")
 
@@ -107,6 +110,7 @@ def create_app(
     reaper_interval_s: float | None = None,
     config_path: str | None = None,
     insecure_webhooks: bool = False,
+    stream_interval_s: float = 1.0,
 ) -> FastAPI:
     """The API for ``gate``.
 
@@ -115,6 +119,8 @@ def create_app(
     with ``reaper_interval_s`` a background task expires due leases every that many
     (wall-clock) seconds, so queue heads are promoted even when no request comes in.
     ``insecure_webhooks`` skips the Twilio signature check (local testing only).
+    ``stream_interval_s`` is the wall time between two events of ``/v1/usage/stream``;
+    ``app.state.streams`` (:class:`EventStreams`) ends every open stream when closed.
 
     Raises :class:`ConfigError` when a token's environment variable is unset or the
     ``[twilio]`` webhooks could not work (no stream URL, no auth token, bad proxy entry).
@@ -122,12 +128,15 @@ def create_app(
     authenticator = Authenticator(_check_edges(gate.stack, config_path, insecure_webhooks))
     metrics = Metrics(gate)
     webhooks = _webhooks_enabled(gate.stack)
+    streams = EventStreams(stream_interval_s)
     app = FastAPI(
         title="callgate", version=__version__, description=DESCRIPTION,
         lifespan=_reaper(gate, reaper_interval_s, metrics),
     )
+    app.state.streams = streams
     _install_error_handlers(app, metrics)
-    app.add_middleware(RequireToken, authenticator=authenticator)
+    app.add_middleware(RequireToken, authenticator=authenticator,
+                       query_token_paths=frozenset({STREAM_PATH}))
     _document_bearer(app)
     reload_lock = threading.Lock()
 
@@ -293,6 +302,9 @@ def create_app(
     def prometheus() -> Response:
         """Prometheus metrics: occupancy read from the store at scrape time, and event counters."""
         return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.include_router(stream_router(gate, metrics, streams))
+    app.include_router(dashboard_router())
 
     if webhooks:
         from callgate.service.twilio import twilio_router
@@ -478,16 +490,25 @@ def _reaper(
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_reap(gate, interval_s, metrics)) if interval_s else None
+        tasks = [asyncio.create_task(_file_activity(metrics.activity))]
+        if interval_s:
+            tasks.append(asyncio.create_task(_reap(gate, interval_s, metrics)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
     return lifespan
+
+
+async def _file_activity(activity: Activity) -> None:
+    """File the headroom page's decision counts once a (wall) second."""
+    while True:
+        await asyncio.sleep(1.0)
+        activity.roll()
 
 
 async def _reap(gate: Gate, interval_s: float, metrics: Metrics) -> None:

@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -114,13 +115,17 @@ class RequireToken:
     It answers 401 itself, before the body is read or validated, so an unauthenticated
     client learns nothing; an authenticated request carries its :class:`Principal` in
     the ASGI scope (:func:`principal_of`). A middleware rather than a FastAPI dependency
-    because resolving a dependency costs more than the gate's own decision.
+    because resolving a dependency costs more than the gate's own decision. On the paths
+    in ``query_token_paths`` (the event stream, which a browser's ``EventSource`` opens
+    without headers) the token may come as ``?token=`` instead.
     """
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, prefix: str = "/v1/") -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, prefix: str = "/v1/",
+                 query_token_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.authenticator = authenticator
         self.prefix = prefix
+        self.query_token_paths = query_token_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
@@ -133,6 +138,8 @@ class RequireToken:
         header = next((value for name, value in scope["headers"] if name == b"authorization"),
                       b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
+        if not header and scope["path"] in self.query_token_paths:
+            scheme, token = "bearer", _query_token(scope)
         principal = None
         if scheme.lower() == "bearer" and token.strip():
             principal = self.authenticator.authenticate(token.strip())
@@ -149,6 +156,12 @@ class RequireToken:
             return
         scope[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)
+
+
+def _query_token(scope: Scope) -> str:
+    """The ``token`` query parameter of the request, or "" without one."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    return next((value for name, value in parse_qsl(query) if name == "token"), "")
 
 
 def principal_of(request: Request) -> Principal:

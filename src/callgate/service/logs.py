@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -75,3 +76,22 @@ def log_decision(decision: Decision, call: Call, account: str, *, edge: str,
         decision.outcome.value, fields["layer"], decision.scope, decision.reason.value,
         extra={"fields": fields},
     )
+
+
+class MaskQueryTokens(logging.Filter):
+    """Masks ``token=...`` in a record's arguments (uvicorn's access log prints the query)."""
+
+    PATTERN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                                for arg in record.args)
+        return True
+
+
+def mask_query_tokens(logger_name: str = "uvicorn.access") -> None:
+    """Keep bearer tokens sent as ``?token=`` (the event stream's) out of ``logger_name``."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, MaskQueryTokens) for f in logger.filters):
+        logger.addFilter(MaskQueryTokens())

@@ -24,7 +24,8 @@ and two gates in one process never mix their numbers.
     callgate_queue_polls_total               counter    (repeated polls of a call on hold)
     callgate_queue_wait_seconds              histogram  outcome = promoted|rejected|abandoned
     callgate_lease_expiries_total            counter    (leases whose worker never released)
-    callgate_store_errors_total              counter    source = request|decision|reaper|scrape
+    callgate_store_errors_total              counter    source = request|decision|reaper|
+                                                        scrape|stream
     callgate_provider_cooldowns_total        counter    provider, key, kind = cooldown|disabled
 """
 
@@ -42,6 +43,7 @@ from prometheus_client.registry import Collector
 from callgate.errors import StoreError
 from callgate.gate import Gate
 from callgate.model import Decision, Layer, Outcome, Reason, ReleaseResult
+from callgate.service.activity import NO_LAYER, Activity
 
 WAIT_BUCKETS_S = (1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 MAX_TRACKED_WAITS = 100_000  # past this, stale entries are swept on every new one
@@ -67,6 +69,8 @@ class Metrics:
         registry.register(_UsageCollector(self))
         self._waits: dict[tuple[str, str], _Wait] = {}
         self._lock = threading.Lock()
+        # The headroom page's recent decisions, fed from the same count as the counters.
+        self.activity = Activity(gate.clock)
         self.decisions = Counter(
             "callgate_decisions", "Decisions answered, by outcome and the layer and reason that "
             "decided (repeated polls of a call on hold are in callgate_queue_polls_total).",
@@ -93,7 +97,7 @@ class Metrics:
         if decision.outcome is not Outcome.QUEUED and key not in self._waits:
             # The common case, a call that never waited here: no lock, no clock. (A
             # concurrent decision on the same call id is ordered arbitrarily either way.)
-            self._count(decision, repeat=False)
+            self._count(decision, account, repeat=False)
             return False
         now = self.gate.clock()
         repeat = False
@@ -114,17 +118,18 @@ class Metrics:
                 waited = (outcome, now - wait.first_s)
         if waited is not None:
             self.queue_wait.labels(waited[0]).observe(max(0.0, waited[1]))
-        self._count(decision, repeat=repeat)
+        self._count(decision, account, repeat=repeat)
         return repeat
 
-    def _count(self, decision: Decision, *, repeat: bool) -> None:
+    def _count(self, decision: Decision, account: str, *, repeat: bool) -> None:
         if repeat:
             self.queue_polls.inc()
         else:
+            layer = NO_LAYER if decision.layer is None else decision.layer.value
+            self.activity.count(account, decision.outcome.value, layer)
             kind = (decision.outcome, decision.layer, decision.reason)
             counter = self._decision_counters.get(kind)
             if counter is None:  # labels() takes a lock and builds a key: once per kind
-                layer = "none" if decision.layer is None else decision.layer.value
                 counter = self.decisions.labels(decision.outcome.value, layer,
                                                 decision.reason.value)
                 self._decision_counters[kind] = counter
