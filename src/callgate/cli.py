@@ -1,4 +1,4 @@
-"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP.
+"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP, ``status``.
 
 Every command reads the stack from ``--config PATH`` (or ``CALLGATE_CONFIG``; the flag
 wins). A wrong stack prints each problem (key path, bad value, what is accepted) and
@@ -36,6 +36,7 @@ from callgate.planning.capacity import (
 )
 from callgate.planning.command import plan
 from callgate.sim.commands import loadtest, simulate
+from callgate.status import status
 
 DEBUG_ENV = "CALLGATE_DEBUG"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -136,6 +137,9 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
           insecure_webhooks: bool) -> None:
     """Serve the gate's HTTP API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C.
 
+    SIGHUP re-reads the stack file and its tokens, like POST /v1/admin/reload: leases and
+    queued callers are kept, and a bad file is logged while the running stack stays.
+
     Without [[api.tokens]] in the stack the API is open, so it is served only on a
     loopback address; /healthz, /readyz and /metrics are always open.
     """
@@ -143,8 +147,9 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
 
     from callgate.clock import Clock, ScaledClock, system_clock
     from callgate.gate import Gate
-    from callgate.service.app import create_app, public_url
+    from callgate.service.app import create_app, public_url, reloader
     from callgate.service.logs import configure
+    from callgate.service.signals import reload_on_hangup
     from callgate.stores import open_store
 
     stack = read_stack(config, store=store)
@@ -196,7 +201,8 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
             for line in banner:
                 console.print(line, markup=False)
         _exit_cleanly_after_signals()
-        server.run()
+        with reload_on_hangup(reloader(app), config):
+            server.run()
     finally:
         gate_store.close()
     if not server.started:
@@ -229,6 +235,7 @@ def _exit_cleanly_after_signals() -> None:
 cli.add_command(plan)
 cli.add_command(simulate)
 cli.add_command(loadtest)
+cli.add_command(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,98 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.service.served import running
 
 pytestmark = pytest.mark.slow
-
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 20.0
-
-
-# running servers ------------------------------------------------------------------------
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code (the server must drain and exit in bounded time)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"serve did not exit within {STOP_TIMEOUT_S} s of SIGTERM:\n"
-                        + self.output())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start(config: Path, db: Path, log: Path) -> Server:
-    """Start `callgate serve` and wait (bounded) until /readyz answers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
-    for _ in range(3):  # another process may take the free port before the server binds it
-        port = _free_port()
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "callgate.cli", "serve", "--config", str(config),
-                 "--store", f"sqlite:///{db}", "--port", str(port), "--log-level", "warning",
-                 "--reaper-interval", "0.5"],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )
-        server = Server(proc, f"http://127.0.0.1:{port}", log)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # polling a real process, with a deadline
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"serve was not ready within {START_TIMEOUT_S} s:\n{server.output()}")
-        if "address already in use" not in server.output().lower():
-            pytest.fail(f"serve exited with {proc.returncode}:\n{server.output()}")
-    pytest.fail("could not find a free port for serve in 3 tries")
-
-
-@contextmanager
-def running(config: Path, db: Path, log: Path) -> Iterator[Server]:
-    server = _start(config, db, log)
-    try:
-        yield server
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
-
 
 # a restart keeps leases and queues ------------------------------------------------------
 N1 = "+15550000001"
