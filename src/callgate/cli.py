@@ -149,9 +149,10 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
     from callgate.gate import Gate
     from callgate.service.app import create_app, public_url, reloader
     from callgate.service.logs import configure
-    from callgate.service.signals import reload_on_hangup
+    from callgate.service.signals import hold_hangups, reload_on_hangup
     from callgate.stores import open_store
 
+    held = hold_hangups()  # a HUP during start-up reloads once serving, never kills
     stack = read_stack(config, store=store)
     if not stack.api.tokens and not _loopback(host):
         fail(f"refusing to serve on --host {host}: the stack has no [[api.tokens]], so anyone "
@@ -201,7 +202,7 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
             for line in banner:
                 console.print(line, markup=False)
         _exit_cleanly_after_signals()
-        with reload_on_hangup(reloader(app), config):
+        with reload_on_hangup(reloader(app), config, held):
             server.run()
     finally:
         gate_store.close()

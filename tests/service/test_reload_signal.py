@@ -18,7 +18,7 @@ from tests.service.served import Server, running
 
 from callgate.errors import ConfigError, ConfigIssue
 from callgate.service.auth import digest
-from callgate.service.signals import reload_on_hangup
+from callgate.service.signals import hold_hangups, reload_on_hangup
 
 N1, N2 = "+15550000001", "+15550000002"
 ADMIN, AGENT = "admin-token-sighup", "agent-token-sighup"
@@ -227,3 +227,23 @@ def test_a_failing_reload_is_logged_and_the_next_sighup_still_reloads(
     messages = [r.getMessage() for r in caplog.records if r.name == "callgate.serve"]
     assert messages.count("SIGHUP: reloading stack.toml") == 3
     assert any("reload failed unexpectedly" in m for m in messages)
+
+
+def test_a_sighup_during_start_up_is_held_and_reloads_once_serving_starts() -> None:
+    """A HUP after hold_hangups() does not kill; entering reload_on_hangup then reloads once."""
+    calls = threading.Semaphore(0)
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        held = hold_hangups()
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert held.wait(timeout=10.0)
+
+        def reload() -> int:
+            calls.release()
+            return 1
+
+        with reload_on_hangup(reload, "stack.toml", held):
+            assert calls.acquire(timeout=10.0)
+        assert not calls.acquire(timeout=0)  # once, not again
+    finally:
+        signal.signal(signal.SIGHUP, before)

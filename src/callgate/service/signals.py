@@ -31,14 +31,36 @@ from callgate.errors import ConfigError, StoreError
 log = logging.getLogger("callgate.serve")
 
 
-@contextlib.contextmanager
-def reload_on_hangup(reload: Callable[[], int], source: str | None) -> Iterator[None]:
-    """While inside, SIGHUP runs ``reload`` (returns capped scopes) in a worker thread.
+def hold_hangups() -> threading.Event:
+    """From now on a SIGHUP is remembered, not fatal: call first thing in ``serve``.
 
-    ``source`` names the stack file in the log. Must be entered on the main thread (only
-    it may install signal handlers); the previous handler is restored on exit.
+    Between the start of ``serve`` and :func:`reload_on_hangup` (reading the stack, opening
+    the store, building the app) a HUP would otherwise kill the process; the stack read at
+    start may already be stale by then. The returned event, passed on to
+    :func:`reload_on_hangup`, turns such a HUP into one reload as soon as serving starts.
     """
     wanted = threading.Event()
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        wanted.set()
+
+    if threading.current_thread() is threading.main_thread():  # else signals are not ours
+        signal.signal(signal.SIGHUP, on_hangup)
+    return wanted
+
+
+@contextlib.contextmanager
+def reload_on_hangup(reload: Callable[[], int], source: str | None,
+                     held: threading.Event | None = None) -> Iterator[None]:
+    """While inside, SIGHUP runs ``reload`` (returns capped scopes) in a worker thread.
+
+    ``source`` names the stack file in the log; a HUP already ``held`` (see
+    :func:`hold_hangups`) reloads at once. Must be entered on the main thread (only it may
+    install signal handlers); the previous handler is restored on exit.
+    """
+    wanted = threading.Event()
+    if held is not None and held.is_set():
+        wanted.set()
     stopping = False
 
     def on_hangup(signum: int, frame: FrameType | None) -> None:
