@@ -1,30 +1,39 @@
-# `make run` and `make test` each build .venv when it is missing.
+# `make run` and `make test` each build .venv when it is missing. `make run` installs only
+# what serving needs (the package and its runtime dependencies); `make test` adds the
+# development set (pytest, mypy, ruff, the optional extras). Each has its own stamp, so
+# one never reinstalls for the other.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 CONFIG ?= examples/stack.toml
 
-.PHONY: run test lint bench clean
+.PHONY: run test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-
-$(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/callgate serve --config $(CONFIG) --store sqlite:///callgate.db --host 127.0.0.1 --port 8080
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/run.py
 
+# Removes the environment and the state `make run` keeps between runs (./callgate.db).
 clean:
 	rm -rf $(VENV) callgate.db callgate.db-wal callgate.db-shm

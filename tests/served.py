@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,17 @@ class Served:
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_output(self, text: str, timeout_s: float = 20.0) -> str:
+        """The log once it contains ``text`` (a bounded poll of a real process's output)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            output = self.output()
+            if text in output:
+                return output
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail(f"serve did not log {text!r} within {timeout_s} s:\n{output}")
+            time.sleep(0.05)  # polling a real process, with a deadline
 
     def stop(self) -> int:
         """SIGTERM, then the exit code (the server must drain and exit in bounded time)."""
@@ -50,7 +61,7 @@ def free_port() -> int:
 @contextmanager
 def served(config: Path, db: Path, log: Path, *, time_scale: float = 1.0,
            env: Mapping[str, str] | None = None, log_level: str = "info",
-           reaper_interval_s: float = 0.2) -> Iterator[Served]:
+           reaper_interval_s: float = 0.2, args: Sequence[str] = ()) -> Iterator[Served]:
     """Serve ``config`` on SQLite file ``db`` until the block ends (then SIGTERM, bounded)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
     environ.update(env or {})
@@ -61,7 +72,7 @@ def served(config: Path, db: Path, log: Path, *, time_scale: float = 1.0,
                 [sys.executable, "-m", "callgate.cli", "serve", "--config", str(config),
                  "--store", f"sqlite:///{db}", "--port", str(port), "--time-scale",
                  str(time_scale), "--reaper-interval", str(reaper_interval_s),
-                 "--log-level", log_level],
+                 "--log-level", log_level, *args],
                 stdout=out, stderr=subprocess.STDOUT, env=environ)
         server = Served(proc, f"http://127.0.0.1:{port}", log)
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -1,4 +1,4 @@
-"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP.
+"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP, ``status``.
 
 Every command reads the stack from ``--config PATH`` (or ``CALLGATE_CONFIG``; the flag
 wins). A wrong stack prints each problem (key path, bad value, what is accepted) and
@@ -37,6 +37,7 @@ from callgate.planning.capacity import (
 )
 from callgate.planning.command import plan
 from callgate.sim.commands import loadtest, simulate
+from callgate.status import status
 
 if TYPE_CHECKING:
     import uvicorn
@@ -145,6 +146,9 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
           insecure_webhooks: bool) -> None:
     """Serve the gate's HTTP API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C.
 
+    SIGHUP re-reads the stack file and its tokens, like POST /v1/admin/reload: leases and
+    queued callers are kept, and a bad file is logged while the running stack stays.
+
     Without [[api.tokens]] in the stack the API is open, so it is served only on a
     loopback address; /healthz, /readyz and /metrics are always open.
     """
@@ -152,10 +156,12 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
 
     from callgate.clock import Clock, ScaledClock, system_clock
     from callgate.gate import Gate
-    from callgate.service.app import create_app, public_url
+    from callgate.service.app import create_app, public_url, reloader
     from callgate.service.logs import configure, mask_query_tokens
+    from callgate.service.signals import hold_hangups, reload_on_hangup
     from callgate.stores import open_store
 
+    held = hold_hangups()  # a HUP during start-up reloads once serving, never kills
     stack = read_stack(config, store=store)
     if not stack.api.tokens and not _loopback(host):
         fail(f"refusing to serve on --host {host}: the stack has no [[api.tokens]], so anyone "
@@ -206,7 +212,8 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
             for line in banner:
                 console.print(line, markup=False)
         _exit_cleanly_after_signals()
-        server.run()
+        with reload_on_hangup(reloader(app), config, held):
+            server.run()
     finally:
         gate_store.close()
     if not server.started:
@@ -256,6 +263,7 @@ def _exit_cleanly_after_signals() -> None:
 cli.add_command(plan)
 cli.add_command(simulate)
 cli.add_command(loadtest)
+cli.add_command(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

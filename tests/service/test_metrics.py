@@ -137,16 +137,18 @@ async def test_gauges_follow_calls_as_they_come_and_go() -> None:
             total = 0
             for number in NUMBERS:
                 total += len(ledger.held[number])
-                assert value(samples, "callgate_slots_in_use", layer="number",
-                             scope=number) == len(ledger.held[number]), step
-                assert value(samples, "callgate_queue_length",
-                             number=number) == len(ledger.waiting[number]), step
-            assert value(samples, "callgate_slots_in_use", layer="account", scope="acme") == total
+                assert value(samples, "callgate_slots_in_use", layer="number", scope=number,
+                             account="acme") == len(ledger.held[number]), step
+                assert value(samples, "callgate_queue_length", number=number,
+                             account="acme") == len(ledger.waiting[number]), step
+            assert value(samples, "callgate_slots_in_use", layer="account", scope="acme",
+                         account="acme") == total
             assert value(samples, "callgate_leases") == total
             keys = sum(value(samples, "callgate_slots_in_use", layer="provider",
-                             scope=f"llm:{k}") or 0 for k in ("key-a", "key-b"))
+                             scope=f"llm:{k}", account="") or 0 for k in ("key-a", "key-b"))
             assert keys == total
-        assert value(samples, "callgate_slots_cap", layer="account", scope="acme") == 5
+        assert value(samples, "callgate_slots_cap", layer="account", scope="acme",
+                     account="acme") == 5
         assert value(samples, "callgate_store_up") == 1
 
 
@@ -202,7 +204,7 @@ async def test_a_caller_who_stops_polling_is_counted_abandoned_at_the_next_scrap
         clock.advance(31)
         samples = await scrape(http)
     assert value(samples, "callgate_queue_wait_seconds_sum", outcome="abandoned") == 10
-    assert value(samples, "callgate_queue_length", number=n) == 0
+    assert value(samples, "callgate_queue_length", number=n, account="acme") == 0
 
 
 async def test_provider_cooldowns_are_counted_and_cooling_keys_gauged() -> None:
@@ -222,6 +224,8 @@ async def test_provider_cooldowns_are_counted_and_cooling_keys_gauged() -> None:
     assert value(samples, "callgate_provider_cooldowns_total", provider="llm", key="key-b",
                  kind="disabled") == 1
     assert value(samples, "callgate_provider_keys_cooling", provider="llm") == 1
+    assert value(samples, "callgate_provider_key_disabled", provider="llm", key="key-b") == 1
+    assert value(samples, "callgate_provider_key_disabled", provider="llm", key="key-a") == 0
 
 
 async def test_the_reaper_counts_leases_that_expired(monkeypatch: pytest.MonkeyPatch) -> None:

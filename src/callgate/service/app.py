@@ -37,6 +37,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from callgate import __version__
 from callgate.config import Stack, load_stack
@@ -82,6 +83,8 @@ from callgate.service.stream import STREAM_PATH, EventStreams, stream_router
 
 log = logging.getLogger("callgate.service")
 
+DOCS_ASSETS = "/docs/static"  # where the Swagger UI and ReDoc files are served
+
 DESCRIPTION = """\
 Admission control for AI phone agents: ask `POST /v1/calls` before connecting a call.
 Every decision (admitted, queued, retry_later, rejected) is an HTTP 200 naming the layer,
@@ -101,6 +104,20 @@ class ApiError(Exception):
         self.status_code = status_code
         self.body = body
         self.headers = headers
+
+
+class NoConfigError(Exception):
+    """A reload was asked of a server started without a stack file (nothing to re-read)."""
+
+
+def reloader(app: FastAPI) -> Callable[[], int]:
+    """The app's reload (what ``POST /v1/admin/reload`` runs), for ``serve``'s SIGHUP.
+
+    It returns the number of capped scopes now enforced and raises :class:`ConfigError`
+    for a bad file (the running stack stays) or :class:`NoConfigError`.
+    """
+    reload_stack: Callable[[], int] = app.state.reload_stack
+    return reload_stack
 
 
 def create_app(
@@ -129,9 +146,13 @@ def create_app(
     metrics = Metrics(gate)
     webhooks = _webhooks_enabled(gate.stack)
     streams = EventStreams(stream_interval_s)
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets bundled in fastapi-offline, served by the gate
+    # itself: /docs works on a host with no internet access (FastAPI's default is a CDN).
+    # No validator badge: Swagger UI would fetch it from validator.swagger.io.
+    app = FastAPIOffline(
         title="callgate", version=__version__, description=DESCRIPTION,
-        lifespan=_reaper(gate, reaper_interval_s, metrics),
+        lifespan=_reaper(gate, reaper_interval_s, metrics), static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.streams = streams
     _install_error_handlers(app, metrics)
@@ -253,23 +274,23 @@ def create_app(
         return ProviderErrorOut(provider=provider, key=key,
                                 cooldown_until=None if math.isinf(until) else until)
 
-    @app.post("/v1/admin/reload", tags=["admin"], openapi_extra=SECURED,
-              responses=AUTH_RESPONSES)
-    def reload(request: Request) -> ReloadOut:
-        """Re-read the stack file; leases and queues are kept, a bad file changes nothing."""
-        _require_admin(principal_of(request), "reload the stack")
+    def reload_stack() -> int:
+        """Re-read the stack file and tokens (the one reload: the API's and SIGHUP's).
+
+        Returns the number of capped scopes now enforced. Raises :class:`ConfigError` for a
+        bad file (logged; the running stack and tokens stay) and :class:`NoConfigError`
+        when the server was started without a stack file.
+        """
         if config_path is None:
-            raise ApiError(409, {"detail": "no config file to reload: this server was started "
-                                           "without a stack file", "error": "no_config"})
+            raise NoConfigError("no config file to reload: this server was started "
+                                "without a stack file")
         with reload_lock:
             try:
                 stack = load_stack(config_path, store=store_url or None)
                 tokens = _check_edges(stack, config_path, insecure_webhooks, webhooks=webhooks)
             except ConfigError as exc:
-                issues = [{"path": i.path, "value": _jsonable(i.value), "message": i.message}
-                          for i in exc.issues]
-                raise ApiError(422, {"detail": f"{exc}\nthe running stack is unchanged",
-                                     "error": "invalid_stack", "issues": issues}) from None
+                log.error("reload refused, the running stack is unchanged: %s", exc)
+                raise
             if stack.gate.store != gate.stack.gate.store:
                 log.warning("reload: gate.store changed to %r; a new store needs a restart",
                             stack.gate.store)
@@ -279,6 +300,24 @@ def create_app(
             authenticator.replace(tokens)
         layers = len(Gate.limits_for(stack).caps)
         log.info("reloaded %s: %d capped scopes", config_path, layers)
+        return layers
+
+    app.state.reload_stack = reload_stack
+
+    @app.post("/v1/admin/reload", tags=["admin"], openapi_extra=SECURED,
+              responses=AUTH_RESPONSES)
+    def reload(request: Request) -> ReloadOut:
+        """Re-read the stack file; leases and queues are kept, a bad file changes nothing."""
+        _require_admin(principal_of(request), "reload the stack")
+        try:
+            layers = reload_stack()
+        except NoConfigError as exc:
+            raise ApiError(409, {"detail": str(exc), "error": "no_config"}) from None
+        except ConfigError as exc:
+            issues = [{"path": i.path, "value": _jsonable(i.value), "message": i.message}
+                      for i in exc.issues]
+            raise ApiError(422, {"detail": f"{exc}\nthe running stack is unchanged",
+                                 "error": "invalid_stack", "issues": issues}) from None
         return ReloadOut(reloaded=True, layers=layers)
 
     @app.get("/healthz", tags=["health"])

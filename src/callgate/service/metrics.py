@@ -2,31 +2,44 @@
 edges answered, counted as it happens.
 
 Occupancy (slots in use and caps per layer and scope, queue lengths, leases, windows,
-keys cooling) is read from ``gate.usage()`` by a custom collector each time ``/metrics``
-is scraped, so there is no second set of books that could drift from the store's (and
-several gate processes on one store report the same truth). Events (decisions, queue
-waits, store errors, key cooldowns) are counted by this process's edges; lease expiries
-are counted by the store itself (read at scrape time like the gauges).
+keys cooling or disabled) is read from ``gate.usage()`` by a custom collector each time
+``/metrics`` is scraped, so there is no second set of books that could drift from the
+store's. Events (decisions, queue waits, store errors, key cooldowns) are counted by this
+process's edges; lease expiries are counted by the store itself (read at scrape time like
+the gauges).
+
+**Several gates on one store.** The store-wide series (marked *store* below) are the
+store's truth, and every process that exports them (each gate of a fleet, any edge
+process built on :class:`Metrics`) exports the same values: four leases on one Redis are
+``callgate_leases 4`` on every gate. Aggregate them across processes with ``max`` (``max
+by (layer, scope) (callgate_slots_in_use)``, ``max(callgate_leases)``), never ``sum``,
+which would count them once per gate. The per-process series (marked *process*) count
+what that process answered and add up with ``sum``. The example dashboard and alert rules
+follow this rule.
 
 Each app owns its :class:`prometheus_client.CollectorRegistry`: tests build many apps,
 and two gates in one process never mix their numbers.
 
-    metric                                   kind       labels
-    callgate_slots_in_use                    gauge      layer, scope
-    callgate_slots_cap                       gauge      layer, scope
-    callgate_queue_length                    gauge      number
-    callgate_leases                          gauge
-    callgate_window_events                   gauge      scope
-    callgate_window_limit                    gauge      scope
-    callgate_provider_keys_cooling           gauge      provider
-    callgate_store_up                        gauge      (0 when the scrape's usage read failed)
-    callgate_decisions_total                 counter    outcome, layer, reason
-    callgate_queue_polls_total               counter    (repeated polls of a call on hold)
-    callgate_queue_wait_seconds              histogram  outcome = promoted|rejected|abandoned
-    callgate_lease_expiries_total            counter    (leases whose worker never released)
-    callgate_store_errors_total              counter    source = request|decision|reaper|
-                                                        scrape|stream
-    callgate_provider_cooldowns_total        counter    provider, key, kind = cooldown|disabled
+    metric                              kind       labels                      across gates
+    callgate_slots_in_use               gauge      layer, scope, account       store: max
+    callgate_slots_cap                  gauge      layer, scope, account       store: max
+    callgate_queue_length               gauge      number, account             store: max
+    callgate_leases                     gauge                                  store: max
+    callgate_window_events              gauge      scope                       store: max
+    callgate_window_limit               gauge      scope                       store: max
+    callgate_provider_keys_cooling      gauge      provider                    store: max
+    callgate_provider_key_disabled      gauge      provider, key (1: 401/403)  store: max
+    callgate_lease_expiries_total       counter    (workers that never released)  store: max
+    callgate_store_up                   gauge      (0: this scrape's read failed) process: min
+    callgate_decisions_total            counter    outcome, layer, reason      process: sum
+    callgate_queue_polls_total          counter    (repeated polls on hold)    process: sum
+    callgate_queue_wait_seconds         histogram  outcome = promoted|rejected|abandoned  sum
+    callgate_store_errors_total         counter    source = request|decision|reaper|   sum
+                                                   scrape|stream
+    callgate_provider_cooldowns_total   counter    provider, key, kind = cooldown|disabled  sum
+
+``account`` is the account owning a number or the account itself; it is empty (no
+label) for trunks, provider pools and resources, which accounts share.
 """
 
 from __future__ import annotations
@@ -194,17 +207,23 @@ class _UsageCollector(Collector):
             up.add_metric([], 0)
             return [up]
         up.add_metric([], 1)
+        stack = metrics.gate.stack
         in_use = GaugeMetricFamily("callgate_slots_in_use", "Slots held, per layer and scope.",
-                                   labels=["layer", "scope"])
+                                   labels=["layer", "scope", "account"])
         cap = GaugeMetricFamily("callgate_slots_cap", "Most slots a scope may hold at once.",
-                                labels=["layer", "scope"])
+                                labels=["layer", "scope", "account"])
         queue = GaugeMetricFamily("callgate_queue_length", "Calls on hold, per dialled number.",
-                                  labels=["number"])
+                                  labels=["number", "account"])
         for row in usage["layers"]:
-            in_use.add_metric([row["layer"], row["scope"]], row["in_use"])
-            cap.add_metric([row["layer"], row["scope"]], row["cap"])
-            if row["layer"] == "number":
-                queue.add_metric([row["scope"]], row["queued"])
+            layer, scope = row["layer"], row["scope"]
+            account = scope if layer == "account" else ""
+            if layer == "number":
+                spec = stack.numbers.get(scope)
+                account = "" if spec is None else spec.account
+            in_use.add_metric([layer, scope, account], row["in_use"])
+            cap.add_metric([layer, scope, account], row["cap"])
+            if layer == "number":
+                queue.add_metric([scope, account], row["queued"])
         leases = GaugeMetricFamily("callgate_leases", "Leases held (admitted calls).",
                                    value=usage["leases"])
         # Counted by the store whichever process expired the lease (a request's
@@ -219,13 +238,23 @@ class _UsageCollector(Collector):
         for window in usage["windows"]:
             events.add_metric([window["scope"]], window["count"])
             limit.add_metric([window["scope"]], window["limit"])
-        cooling_by = dict.fromkeys(metrics.gate.stack.providers, 0)
+        cooling_by = dict.fromkeys(stack.providers, 0)
+        disabled_keys: set[str] = set()
         for item in usage["cooldowns"]:
             provider = str(item["scope"]).partition(":")[0]
             cooling_by[provider] = cooling_by.get(provider, 0) + 1
+            if item["until"] is None:  # 401/403: out until a reload
+                disabled_keys.add(str(item["scope"]))
         cooling = GaugeMetricFamily("callgate_provider_keys_cooling",
                                     "Keys of a provider pool cooling down or disabled now.",
                                     labels=["provider"])
         for provider, count in cooling_by.items():
             cooling.add_metric([provider], count)
-        return [up, in_use, cap, queue, leases, expiries, events, limit, cooling]
+        disabled = GaugeMetricFamily(
+            "callgate_provider_key_disabled", "1 while a key is disabled (the provider answered "
+            "401/403) until the next reload, else 0.", labels=["provider", "key"])
+        for provider, pool in stack.providers.items():
+            for key in pool.keys:
+                disabled.add_metric([provider, key], int(f"{provider}:{key}" in disabled_keys))
+        return [up, in_use, cap, queue, leases, expiries, events, limit, cooling,
+                disabled]
