@@ -71,7 +71,7 @@ def test_profiled_example_day_prints_count_over_arrivals() -> None:
         assert (estimates[key]["numerator"], estimates[key]["denominator"]) == (
             counts[count], counts["arrivals"])
         assert estimates[key]["value"] == round(counts[count] / counts["arrivals"], 6)
-    text = CliRunner().invoke(simulate, args, terminal_width=200).output
+    text = CliRunner(env={"COLUMNS": "200"}).invoke(simulate, args).output
     queued, arrivals = counts["queued"], counts["arrivals"]
     row = re.search(r"queued \(share of arrivals\)\s*│\s*([\d.]+)\s*│\s*([\d.]+)\s*│\s*(.+?)\s*│",
                     text)
@@ -250,3 +250,17 @@ def test_html_prints_what_the_terminal_prints() -> None:
                 assert f">{html.escape(cell)}</td>" in page, cell
     at_cap = next(row for row in sections(result)[-1].rows if row[0] == "trunk")[5]
     assert at_cap.endswith("%") and f">{at_cap}</td>" in page
+
+
+def test_constant_rate_estimates_name_the_arrivals_after_the_warm_up() -> None:
+    """A constant-rate run leaves its first 5% out: each estimate is its own count over the
+    arrivals after the warm-up, and the table says so."""
+    args = ["--config", STACK, "--rate", "0.1", "--hours", "2", "--aht", "3m", "--seed", "2"]
+    doc = _json(args)
+    assert doc["warmup_s"] == 360
+    queued = doc["estimates"]["p_queued"]
+    assert 0 < queued["denominator"] < doc["counts"]["arrivals"]
+    assert queued["value"] == round(queued["numerator"] / queued["denominator"], 6)
+    text = CliRunner(env={"COLUMNS": "200"}).invoke(simulate, args).output
+    assert "after a 6.0 min warm-up" in text
+    assert f"{queued['numerator']:,.0f} / {queued['denominator']:,.0f} arrivals" in text
