@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from callgate.config import load_stack
+from callgate.planning.chart import chart_caps, demand_chart_svg
 from callgate.planning.command import plan as plan_command
 from callgate.planning.erlang import erlang_b, erlang_c, lines_for_blocking
 from callgate.planning.erlang_a import erlang_a
 from callgate.planning.plan import Targets, Volume, plan
-from callgate.planning.report import chart_caps, demand_chart_svg, sections, to_document, to_html
+from callgate.planning.report import sections, to_document, to_html
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STACK = str(ROOT / "examples" / "stack.toml")
