@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from callgate.config import Stack, parse_stack
@@ -51,6 +53,29 @@ def test_estimate_is_the_ratio_of_sums_not_the_mean_of_ratios() -> None:
     ratio = 51 / 110
     spread = ((1 - ratio * 10) ** 2 + (50 - ratio * 100) ** 2) / 1
     assert math.isclose(found.half_width, t975(1) * math.sqrt(2 * spread) / 110)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(0, 500)), min_size=2, max_size=30))
+def test_estimate_value_is_always_count_over_arrivals(batches: list[tuple[int, int]]) -> None:
+    """For any batches, the point is sum(counts) / sum(arrivals) and the half-width >= 0;
+    with equal arrivals per batch it is the classic batch-means interval."""
+    batches = [(min(hits, trials), trials) for hits, trials in batches]
+    found = Estimate.of(batches)
+    used = [(h, t) for h, t in batches if t > 0]
+    if len(used) < 2:
+        assert found is None
+        return
+    assert found is not None
+    assert found.value == sum(h for h, _ in used) / sum(t for _, t in used)
+    assert found.half_width >= 0.0 and found.batches == len(used)
+    same = Estimate.of([(h, 100) for h, _ in used])
+    assert same is not None
+    ratios = [h / 100 for h, _ in used]
+    mean = sum(ratios) / len(ratios)
+    sd = math.sqrt(sum((r - mean) ** 2 for r in ratios) / (len(ratios) - 1))
+    assert math.isclose(same.half_width, t975(len(ratios) - 1) * sd / math.sqrt(len(ratios)),
+                        rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_estimate_takes_the_exact_total_for_its_point() -> None:
