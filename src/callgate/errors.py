@@ -7,6 +7,7 @@ Exceptions are for misuse and for parts that are broken::
     ├── ConfigError                    the stack file (or a flag) is wrong: fix the file
     ├── CallConflictError              the caller reused a call id with a different body
     ├── UnknownNumberError             the caller asked for a number the stack does not have
+    ├── UnknownAccountError            a plan names an account the stack does not have
     ├── UnknownProviderError           a key report names a provider or key the stack lacks
     ├── MissingExtraError              an optional part is not installed: pip install it
     └── StoreError                     the store cannot be reached or answered badly;
@@ -54,6 +55,10 @@ class CallConflictError(CallgateError):
 
 class UnknownNumberError(CallgateError):
     """The number is not in the stack: the caller dialled or chose a number we do not gate."""
+
+
+class UnknownAccountError(CallgateError):
+    """A plan names an account the stack lacks (or one without numbers): pick another."""
 
 
 class UnknownProviderError(CallgateError):

@@ -24,7 +24,12 @@ from callgate.planning.erlang import (
     lines_for_blocking,
     traffic_for_blocking,
 )
-from callgate.planning.erlang_a import AbandonStats, agents_for_service_level_abandon, erlang_a
+from callgate.planning.erlang_a import (
+    AbandonStats,
+    agents_for_abandon,
+    agents_for_service_level_abandon,
+    erlang_a,
+)
 
 # ------------------------------------------------------------------ independent references
 
@@ -531,6 +536,82 @@ def test_agents_for_service_level_abandon_matches_scan_from_one(
     assert agents_for_service_level_abandon(traffic, 180, patience, 20, level) == agents
 
 
+# ----------------------------------------------------------------------------- edge inputs
+
+
+@pytest.mark.parametrize(("traffic", "agents"), [(2.0, 5), (9.5, 10), (95.5, 105)])
+def test_erlang_c_answer_target_zero_is_one_minus_p_wait(traffic: float, agents: int) -> None:
+    """target_answer_s = 0 is legal: the service level is the share who do not wait."""
+    stats = erlang_c(traffic, agents, 180, 0)
+    assert stats.service_level == pytest.approx(1.0 - stats.p_wait, rel=1e-12)
+    assert stats.service_level == pytest.approx(
+        erlang_c(traffic, agents, 180, 1e-9).service_level, rel=1e-9)
+
+
+def test_agents_for_service_level_with_answer_target_zero() -> None:
+    """With a 0 s target the search finds the fewest agents with 1 - p_wait >= the goal."""
+    want = next(n for n in range(11, 100) if 1 - erlang_c(10, n, 180, 0).p_wait >= 0.8)
+    assert agents_for_service_level(10, 180, 0, 0.8) == want
+    assert agents_for_service_level_abandon(10, 180, 60, 0, 0.8) == next(
+        n for n in range(1, 100)
+        if erlang_a(10, n, 180, 60, 0).service_level_answered >= 0.8)
+
+
+@pytest.mark.parametrize(("traffic", "agents"), [(6.0, 8), (3.0, 2), (30.0, 25), (0.4, 1)])
+def test_erlang_a_answer_target_zero_counts_only_the_callers_who_never_wait(
+        traffic: float, agents: int) -> None:
+    """Erlang A with target 0 s: the answered-at-once share is 1 - p_wait, the 0+ limit."""
+    stats = erlang_a(traffic, agents, 180, 60, 0)
+    assert stats.service_level_answered == pytest.approx(1.0 - stats.p_wait, rel=1e-12)
+    near = erlang_a(traffic, agents, 180, 60, 1e-6).service_level_answered
+    assert stats.service_level_answered == pytest.approx(near, rel=1e-6)
+
+
+@pytest.mark.parametrize(("traffic", "agents"), [(6.0, 8), (3.0, 2), (30.0, 25), (0.4, 1)])
+def test_erlang_a_without_patience_is_erlang_b(traffic: float, agents: int) -> None:
+    """patience_s = 0: whoever finds every agent busy hangs up at once, Erlang B's loss."""
+    stats = erlang_a(traffic, agents, 180, 0, 20)
+    blocking = erlang_b(traffic, agents)
+    assert stats.p_abandon == stats.p_wait == blocking
+    assert stats.service_level_answered == 1.0 - blocking
+    assert (stats.asa_answered_s, stats.mean_wait_all_s) == (0.0, 0.0)
+    assert stats.occupancy == pytest.approx(traffic * (1 - blocking) / agents, rel=1e-12)
+    tiny = erlang_a(traffic, agents, 180, 1e-6, 20)  # the limit agrees with the closed form
+    assert tiny.p_abandon == pytest.approx(blocking, rel=1e-6)
+
+
+@pytest.mark.parametrize(("traffic", "agents"), [(6.0, 8), (10.6, 11), (95.5, 105)])
+def test_erlang_a_with_endless_patience_equals_erlang_c_when_stable(
+        traffic: float, agents: int) -> None:
+    """patience_s = math.inf on a stable queue is exactly Erlang C, nobody hanging up."""
+    a = erlang_a(traffic, agents, 180, math.inf, 20)
+    c = erlang_c(traffic, agents, 180, 20)
+    assert (a.p_wait, a.service_level_answered, a.asa_answered_s, a.mean_wait_all_s,
+            a.occupancy, a.p_abandon) == (c.p_wait, c.service_level, c.asa_s, c.asa_s,
+                                          c.occupancy, 0.0)
+
+
+@pytest.mark.parametrize(("traffic", "agents"), [(10.0, 5), (30.0, 25), (7.0, 7)])
+def test_erlang_a_with_endless_patience_past_the_traffic_takes_the_limit(
+        traffic: float, agents: int) -> None:
+    """patience_s = math.inf on agents <= traffic: everybody waits unboundedly, the excess
+    1 - N/A hangs up (the limit of ever more patient callers)."""
+    stats = erlang_a(traffic, agents, 180, math.inf, 20)
+    assert stats.p_wait == 1.0 and stats.service_level_answered == 0.0
+    assert stats.asa_answered_s == math.inf and stats.mean_wait_all_s == math.inf
+    assert stats.p_abandon == max(0.0, 1 - agents / traffic)
+    if agents < traffic:  # the finite-patience figures approach the limit
+        assert erlang_a(traffic, agents, 180, 1e9, 20).p_abandon == pytest.approx(
+            stats.p_abandon, rel=1e-6)
+
+
+def test_erlang_a_inverses_accept_both_ends_of_patience() -> None:
+    """The Erlang A searches take patience 0 (Erlang B lines) and inf (Erlang C agents)."""
+    assert agents_for_abandon(10, 180, 0, 0.01) == lines_for_blocking(10, 0.01)
+    assert agents_for_service_level_abandon(10, 180, math.inf, 20, 0.8) == (
+        agents_for_service_level(10, 180, 20, 0.8))
+
+
 # ------------------------------------------------------------------------------ bad inputs
 
 
@@ -553,8 +634,10 @@ def test_agents_for_service_level_abandon_matches_scan_from_one(
         (lambda: agents_for_service_level(5, 180, 20, 1.0), "service_level"),
         (lambda: agents_for_service_level(5, 180, 20, 0.8, max_occupancy=0.0), "max_occupancy"),
         (lambda: agents_for_asa(5, 180, 0), "asa_s"),
-        (lambda: erlang_a(5, 6, 180, 0, 20), "patience_s"),
-        (lambda: erlang_a(5, 6, 180, math.inf, 20), "patience_s"),
+        (lambda: erlang_a(5, 6, 180, -1, 20), "patience_s"),
+        (lambda: erlang_a(5, 6, 180, math.nan, 20), "patience_s"),
+        (lambda: erlang_a(5, 6, 180, 60, math.inf), "target_answer_s"),
+        (lambda: erlang_c(5, 6, 180, math.inf), "target_answer_s"),
         (lambda: agents_for_service_level_abandon(5, 180, 60, 20, 0.0), "service_level"),
     ],
 )

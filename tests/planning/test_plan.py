@@ -381,10 +381,10 @@ def test_warns_when_outbound_calls_are_never_retried() -> None:
 
 
 DOCUMENT_KEYS = {
-    "version", "config", "direction", "number", "aht_s", "volume", "littles_law", "peak",
-    "targets", "erlang", "requirement", "requirement_basis", "explanation", "path",
-    "bottleneck", "headroom", "shortfall", "grade_at_bottleneck", "rates", "fix", "campaign",
-    "loadtest_command", "warnings",
+    "version", "config", "direction", "number", "account", "aht_s", "volume", "littles_law",
+    "peak", "targets", "erlang", "requirement", "requirement_basis", "explanation", "path",
+    "bottleneck", "headroom", "shortfall", "grade_at_bottleneck", "accounts", "rates", "fix",
+    "campaign", "loadtest_command", "warnings",
 }
 
 
@@ -399,8 +399,15 @@ def test_json_document_has_the_documented_keys() -> None:
     assert document["volume"]["busy_hour_ratio"] == 0.1
     assert set(document["fix"]) == {"needed", "changes", "total_monthly_cost", "complete",
                                     "unpriced"}
-    assert set(document["grade_at_bottleneck"]) == {
-        "slots", "blocking", "p_wait", "service_level", "asa_s", "p_abandon"}
+    grade = document["grade_at_bottleneck"]
+    assert set(grade) == {"slots", "erlang_b", "erlang_c", "erlang_a",
+                          "blocking", "p_wait", "service_level", "asa_s", "p_abandon"}
+    assert set(grade["erlang_b"]) == {"blocking"}
+    assert set(grade["erlang_c"]) == {"p_wait", "service_level", "asa_s", "occupancy", "stable"}
+    assert set(grade["erlang_a"]) == {"patience_s", "p_wait", "service_level", "asa_answered_s",
+                                      "mean_wait_all_s", "p_abandon", "occupancy"}
+    assert set(document["targets"]) == {"blocking", "service_level", "answer_within_s",
+                                        "patience_s", "patience_endless", "max_abandon"}
     assert set(document["path"][0]) == {"layer", "scope", "cap", "note", "headroom"}
 
 
@@ -481,7 +488,9 @@ def test_cli_reads_the_config_from_the_environment() -> None:
         (["--calls-per-hour", "600", "--aht", "3x"], "'--aht': '3x'"),
         (["--calls-per-hour", "600", "--blocking", "1.5"], "'--blocking': 1.5"),
         (["--calls-per-hour", "-1"], "'--calls-per-hour': -1"),
-        (["--calls-per-hour", "600", "--patience", "0s"], "'--patience': '0s'"),
+        (["--calls-per-hour", "600", "--patience", "-1s"], "'--patience': '-1s'"),
+        (["--calls-per-hour", "600", "--answer-within", "soon"], "'--answer-within': 'soon'"),
+        (["--calls-per-hour", "600", "--account", "nobody"], "'--account': 'nobody'"),
         (["--calls-per-hour", "600", "--number", "12"], "'--number': '12'"),
         (["--calls-per-hour", "600", "--number", "+15559999999"], "'--number': +15559999999"),
         (["--calls-per-hour", "600", "--direction", "sideways"], "'--direction': 'sideways'"),

@@ -31,7 +31,9 @@ def test_simulate_json_document() -> None:
     assert doc["kind"] == "simulate" and doc["duration_s"] == 86400
     assert doc["counts"]["arrivals"] == doc["counts"]["inbound"] + doc["counts"]["outbound"] > 0
     assert set(doc["waits_s"]) == {"inbound", "queued_inbound", "abandoned", "outbound"}
-    assert set(doc["estimates"]) == {"p_rejected", "p_queued", "p_abandoned"}
+    assert set(doc["estimates"]) == {"p_rejected", "p_queued", "p_abandoned", "wait_inbound_s",
+                                     "wait_queued_inbound_s", "wait_abandoned_s",
+                                     "wait_outbound_s"}
     assert {row["layer"] for row in doc["layers"]} >= {"trunk", "number", "account", "provider"}
     assert all(row["peak"] <= row["cap"] for row in doc["scopes"])
     assert doc["perf"]["decisions"] > 0 and "silent_failures" not in doc

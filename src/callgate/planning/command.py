@@ -15,8 +15,13 @@ import click
 from rich.console import Console
 
 from callgate.config import CONFIG_ENV, E164, load_stack
-from callgate.errors import ConfigError, MissingExtraError, UnknownNumberError
-from callgate.flags import duration_flag
+from callgate.errors import (
+    ConfigError,
+    MissingExtraError,
+    UnknownAccountError,
+    UnknownNumberError,
+)
+from callgate.flags import duration_flag, duration_or_zero_flag, patience_flag
 from callgate.planning.path import Direction
 from callgate.planning.plan import Targets, Volume
 from callgate.planning.plan import plan as make_plan
@@ -63,6 +68,8 @@ def _volume(calls_per_day: float | None, calls_per_hour: float | None, profile: 
 @click.option("--number", metavar="+E164",
               help="Plan one number's calls (outbound: its account's caller pool).  "
                    "[default: the whole stack]")
+@click.option("--account", metavar="NAME",
+              help="Plan one account's calls on its own numbers, plan, trunks and pools.")
 @click.option("--direction", type=click.Choice(["inbound", "outbound"]), default="inbound",
               show_default=True)
 @click.option("--aht", callback=duration_flag, metavar="DURATION",
@@ -73,25 +80,31 @@ def _volume(calls_per_day: float | None, calls_per_hour: float | None, profile: 
               help="Fraction of callers that may find every line busy (Erlang B).")
 @click.option("--service-level", type=_FRACTION, default=0.8, show_default=True,
               help="Fraction of callers answered within --answer-within (Erlang C and A).")
-@click.option("--answer-within", callback=duration_flag, default="20s", show_default=True,
-              metavar="DURATION")
+@click.option("--answer-within", callback=duration_or_zero_flag, default="20s",
+              show_default=True, metavar="DURATION",
+              help="The service level's answer time; 0s: answered without waiting.")
 @click.option("--max-abandon", type=_FRACTION, default=0.05, show_default=True,
               help="Fraction of callers that may hang up on hold (Erlang A).")
-@click.option("--patience", callback=duration_flag, default="60s", show_default=True,
-              metavar="DURATION", help="Callers' mean patience on hold (Erlang A).")
+@click.option("--patience", callback=patience_flag, default="60s", show_default=True,
+              metavar="DURATION|inf",
+              help="Callers' mean patience on hold (Erlang A); 0s: they hang up at once "
+                   "(Erlang B), inf: never (Erlang C).")
 @click.option("--campaign-calls-per-hour", type=_CALLS, metavar="N",
               help="Outbound: count the caller numbers a campaign of this rate needs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead.")
 @click.option("--html", "html_path", metavar="FILE",
               help="Also write a self-contained HTML report with the demand chart.")
 def plan(config: str, calls_per_day: float | None, calls_per_hour: float | None,
-         profile: str | None, number: str | None, direction: Direction, aht: float | None,
+         profile: str | None, number: str | None, account: str | None, direction: Direction,
+         aht: float | None,
          peak_factor: float, blocking: float, service_level: float, answer_within: float,
          max_abandon: float, patience: float, campaign_calls_per_hour: float | None,
          as_json: bool, html_path: str | None) -> None:
     """Plan capacity: Little's Law, the peak, Erlang B/C/A, the lowest cap, the cheapest fix."""
     if campaign_calls_per_hour is not None and direction != "outbound":
         raise click.UsageError("--campaign-calls-per-hour applies to --direction outbound")
+    if number is not None and account is not None:
+        raise click.UsageError("--number and --account cannot be combined: plan one of them")
     if number is not None and not re.fullmatch(E164, number):
         raise click.BadParameter(f"{number!r} is not E.164: '+' then up to 15 digits, "
                                  f"e.g. +14155550100", param_hint="'--number'")
@@ -106,9 +119,11 @@ def plan(config: str, calls_per_day: float | None, calls_per_hour: float | None,
                       max_abandon=max_abandon)
     try:
         result = make_plan(stack, volume, aht or stack.inbound.handle_time, peak_factor,
-                           targets, direction, number, campaign_calls_per_hour)
+                           targets, direction, number, campaign_calls_per_hour, account)
     except UnknownNumberError as exc:
         raise click.BadParameter(str(exc), param_hint="'--number'") from None
+    except UnknownAccountError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--account'") from None
     if html_path is not None:
         try:
             Path(html_path).write_text(to_html(result, config), encoding="utf-8")

@@ -18,8 +18,9 @@ Three classic models answer "how many lines or agents do I need?":
   It lives in :mod:`callgate.planning.erlang_a`.
 
 Conventions: traffic in erlangs (fractional values are fine), times in seconds,
-probabilities and targets as fractions in (0, 1). Bad inputs raise ``ValueError`` naming
-the argument.
+probabilities and targets as fractions in (0, 1). An answer-time target of 0 s is legal:
+the service level is then the share of callers who do not wait at all. Bad inputs raise
+``ValueError`` naming the argument.
 
 How the numbers stay exact
 --------------------------
@@ -101,6 +102,14 @@ def _check_seconds(name: str, value: object) -> float:
     seconds = _number(name, value)
     if not (0.0 < seconds < _INF):
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
+    return seconds
+
+
+def _check_target_seconds(name: str, value: object) -> float:
+    """An answer-time target: 0 (answered at once) or any finite number of seconds."""
+    seconds = _number(name, value)
+    if not (0.0 <= seconds < _INF):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
     return seconds
 
 
@@ -258,14 +267,15 @@ def erlang_c(traffic: float, agents: int, aht_s: float, target_answer_s: float) 
     """Erlang C figures for ``traffic`` erlangs on ``agents`` agents who never lose a caller.
 
     ``aht_s`` is the mean handle time and ``target_answer_s`` the answer-time target, both
-    in seconds. ``p_wait`` is ``C = N B / (N - A (1 - B))`` with B from Erlang B; the
-    service level is ``1 - C exp(-(N - A) T / aht)``. With ``agents <= traffic`` the hold
+    in seconds (0 s: the service level is ``1 - p_wait``). ``p_wait`` is
+    ``C = N B / (N - A (1 - B))`` with B from Erlang B; the service level is
+    ``1 - C exp(-(N - A) T / aht)``. With ``agents <= traffic`` the hold
     queue grows forever: ``stable`` is False, waits and queue length are ``math.inf``.
     """
     a = _check_traffic(traffic)
     n = _check_count("agents", agents)
     aht = _check_seconds("aht_s", aht_s)
-    answer = _check_seconds("target_answer_s", target_answer_s)
+    answer = _check_target_seconds("target_answer_s", target_answer_s)
     if a == 0.0:
         return _IDLE
     if n <= a:
@@ -296,14 +306,15 @@ def agents_for_service_level(
 ) -> int:
     """Fewest agents answering ``service_level`` of callers within ``target_answer_s``.
 
-    Erlang C (nobody hangs up). ``aht_s`` is the mean handle time in seconds. With
+    Erlang C (nobody hangs up). ``aht_s`` is the mean handle time in seconds;
+    ``target_answer_s`` may be 0 (then the goal is on the share not waiting at all). With
     ``max_occupancy`` (a fraction in (0, 1]) the answer also keeps traffic / agents at or
     below it. The search starts at the first stable staffing ``floor(traffic) + 1``.
     Zero traffic needs zero agents.
     """
     a = _check_traffic(traffic)
     aht = _check_seconds("aht_s", aht_s)
-    answer = _check_seconds("target_answer_s", target_answer_s)
+    answer = _check_target_seconds("target_answer_s", target_answer_s)
     goal = _check_fraction("service_level", service_level)
     cap: float | None = None
     if max_occupancy is not None:

@@ -8,7 +8,10 @@ drains it; the price is the callers who abandon.
 
 Conventions are those of :mod:`callgate.planning.erlang`: traffic in erlangs, times in
 seconds, probabilities and targets as fractions in (0, 1); bad inputs raise
-``ValueError`` naming the argument.
+``ValueError`` naming the argument. Both ends of patience are legal and take the limits'
+values: ``patience_s = 0`` (nobody holds: Erlang B's lost calls) and ``patience_s =
+math.inf`` (nobody hangs up: Erlang C while ``N > A``; beyond that, the excess traffic
+``1 - N/A`` is the limit of those hanging up, and waits are unbounded).
 
 How the numbers stay exact
 --------------------------
@@ -38,8 +41,11 @@ from callgate.planning.erlang import (
     _check_count,
     _check_fraction,
     _check_seconds,
+    _check_target_seconds,
     _check_traffic,
+    _number,
     _recip_b,
+    erlang_c,
 )
 
 __all__ = [
@@ -164,6 +170,52 @@ def _log(x: float) -> float:
     return math.log(x) if x > 0.0 else -_INF
 
 
+def _check_patience(value: object) -> float:
+    """Mean patience: 0 (hangs up at once), any finite number of seconds, or ``math.inf``."""
+    patience = _number("patience_s", value)
+    if not patience >= 0.0:
+        raise ValueError(f"patience_s must be a number of seconds >= 0 (math.inf: never "
+                         f"hangs up), got {value}")
+    return patience
+
+
+def _no_patience(traffic: float, agents: int) -> AbandonStats:
+    """Callers who find every agent busy hang up at once: Erlang B's lost calls."""
+    b = 1.0 / _recip_b(traffic, agents)
+    return AbandonStats(
+        p_wait=b,
+        p_abandon=b,
+        asa_answered_s=0.0 if b < 1.0 else _INF,
+        mean_wait_all_s=0.0,
+        service_level_answered=1.0 - b,
+        occupancy=min(1.0, traffic * (1.0 - b) / agents),
+    )
+
+
+def _endless_patience(traffic: float, agents: int, aht: float, answer: float) -> AbandonStats:
+    """Nobody hangs up: Erlang C while stable; past it, the limit of very patient callers."""
+    c = erlang_c(traffic, agents, aht, answer)
+    if c.stable:
+        return AbandonStats(
+            p_wait=c.p_wait,
+            p_abandon=0.0,
+            asa_answered_s=c.asa_s,
+            mean_wait_all_s=c.asa_s,
+            service_level_answered=c.service_level,
+            occupancy=c.occupancy,
+        )
+    # As patience grows without bound on agents <= traffic, everybody waits, waits grow
+    # without bound, and exactly the traffic the agents cannot carry hangs up.
+    return AbandonStats(
+        p_wait=1.0,
+        p_abandon=max(0.0, 1.0 - agents / traffic),
+        asa_answered_s=_INF,
+        mean_wait_all_s=_INF,
+        service_level_answered=0.0,
+        occupancy=1.0,
+    )
+
+
 def erlang_a(
     traffic: float, agents: int, aht_s: float, patience_s: float, target_answer_s: float
 ) -> AbandonStats:
@@ -173,12 +225,15 @@ def erlang_a(
     ``target_answer_s`` answer-time target, all in seconds. Stable for every number of
     agents, including fewer than the traffic and zero (then every caller waits and hangs
     up, and ``asa_answered_s`` is ``math.inf``). Zero traffic gives an idle centre.
+    ``patience_s = 0`` is Erlang B (``p_abandon`` is the blocking), ``patience_s =
+    math.inf`` Erlang C (see the module docstring for agents <= traffic), and
+    ``target_answer_s = 0`` counts only callers answered without waiting.
     """
     a = _check_traffic(traffic)
     n = _check_count("agents", agents)
     aht = _check_seconds("aht_s", aht_s)
-    patience = _check_seconds("patience_s", patience_s)
-    answer = _check_seconds("target_answer_s", target_answer_s)
+    patience = _check_patience(patience_s)
+    answer = _check_target_seconds("target_answer_s", target_answer_s)
     if a == 0.0:
         return AbandonStats(
             p_wait=0.0,
@@ -197,6 +252,10 @@ def erlang_a(
             service_level_answered=0.0,
             occupancy=0.0,
         )
+    if patience == 0.0:
+        return _no_patience(a, n)
+    if patience == _INF:
+        return _endless_patience(a, n, aht, answer)
     recip = _recip_b(a, n)
     if recip == _INF:  # all-busy is below 1e-308: nobody waits
         return AbandonStats(
@@ -312,8 +371,8 @@ def agents_for_service_level_abandon(
     """
     a = _check_traffic(traffic)
     aht = _check_seconds("aht_s", aht_s)
-    patience = _check_seconds("patience_s", patience_s)
-    answer = _check_seconds("target_answer_s", target_answer_s)
+    patience = _check_patience(patience_s)
+    answer = _check_target_seconds("target_answer_s", target_answer_s)
     goal = _check_fraction("service_level", service_level)
     if a == 0.0:
         return 0
@@ -334,7 +393,7 @@ def agents_for_abandon(traffic: float, aht_s: float, patience_s: float, max_aban
     """
     a = _check_traffic(traffic)
     aht = _check_seconds("aht_s", aht_s)
-    patience = _check_seconds("patience_s", patience_s)
+    patience = _check_patience(patience_s)
     goal = _check_fraction("max_abandon", max_abandon)
     if a == 0.0:
         return 0

@@ -100,20 +100,32 @@ def _plan_change(stack: Stack, row: LayerCapacity, accounts: Sequence[str], requ
 
 
 def _provider_change(stack: Stack, row: LayerCapacity, requirement: int) -> Change:
+    """More sessions for a pool: whole keys when the keys fall short, a quota increase when
+    the pool cap does. The price is per session *bought*: a key of 40 sessions costs 40
+    sessions even when the gap is 35; a quota increase over sessions the keys already
+    have costs the sessions it lifts."""
     pool = stack.providers[row.scope]
     gap = requirement - row.cap
     price = stack.costs.provider_session.get(row.scope)
     keys_total = len(pool.keys) * pool.sessions_per_key
     parts = []
+    more = 0
     if keys_total < requirement:
         more = math.ceil((requirement - keys_total) / pool.sessions_per_key)
         parts.append(f"add {_plural(more, 'key')} of {pool.sessions_per_key} sessions")
     if pool.max_sessions is not None and pool.max_sessions < requirement:
         parts.append(f"ask {row.scope} for a quota increase (pool cap "
                      f"{pool.max_sessions} -> {requirement})")
+    # Sessions bought: every session of the new keys, plus those a quota increase lifts
+    # on the keys already there (a key is bought whole, so it may overshoot).
+    bought = more * pool.sessions_per_key + max(0, min(keys_total, requirement) - row.cap)
+    spare = keys_total + more * pool.sessions_per_key - requirement if more else 0
+    action = f"+{bought} sessions: " + " and ".join(parts)
+    if spare > 0:
+        action += f" ({spare} above the requirement)"
     note = "" if price is not None else "no price in [costs] provider_session"
-    return Change("provider", row.scope, gap, f"+{gap} sessions: " + " and ".join(parts),
-                  money(None if price is None else gap * price), note)
+    return Change("provider", row.scope, gap, action,
+                  money(None if price is None else bought * price), note)
 
 
 def _number_changes(needs: Sequence[tuple[LayerCapacity, int, str]], requirement: int,

@@ -24,7 +24,7 @@ from typing import Literal
 
 from callgate.config import Stack, Window
 from callgate.durations import format_duration
-from callgate.errors import UnknownNumberError
+from callgate.errors import UnknownAccountError, UnknownNumberError
 from callgate.planning.capacity import LayerCapacity, layer_capacities
 
 Direction = Literal["inbound", "outbound"]
@@ -87,7 +87,18 @@ def _summed(layer: str, label: str, rows: Sequence[LayerCapacity], what: str) ->
                          f"sum of {len(rows)} {what} caps")
 
 
-def _members(stack: Stack, direction: Direction, number: str | None) -> tuple[tuple[str, ...], str]:
+def _members(stack: Stack, direction: Direction, number: str | None,
+             account: str | None = None) -> tuple[tuple[str, ...], str]:
+    if account is not None:
+        if account not in stack.accounts:
+            raise UnknownAccountError(
+                f"{account!r} is not an account of the stack; its accounts: "
+                f"{sorted(stack.accounts)}")
+        own = tuple(n for n, spec in stack.numbers.items() if spec.account == account)
+        if not own:
+            raise UnknownAccountError(f"account {account!r} has no number in the stack: "
+                                      f"nothing to plan")
+        return own, f"{account}: {len(own)} number{'s' if len(own) != 1 else ''}"
     if number is None:
         return tuple(stack.numbers), f"all {len(stack.numbers)} numbers"
     if number not in stack.numbers:
@@ -151,16 +162,34 @@ def window_row(group: WindowGroup, aht_s: float) -> LayerCapacity:
     return LayerCapacity("window", group.scope, math.floor(sustained + _EPS), note)
 
 
+def _shared_note(stack: Stack, row: LayerCapacity, account: str) -> LayerCapacity:
+    """An account's own path: say which of its layers other accounts draw on too."""
+    if row.layer == "trunk":
+        others = {spec.account for spec in stack.numbers.values()
+                  if spec.trunk in row.scope.split(" + ")} - {account}
+    elif row.layer in ("provider", "resource"):
+        others = set(stack.accounts) - {account}
+    else:
+        return row
+    if not others:
+        return row
+    note = f"{row.note}; " if row.note else ""
+    return LayerCapacity(row.layer, row.scope, row.cap,
+                         f"{note}shared with {', '.join(sorted(others))}")
+
+
 def call_path(stack: Stack, direction: Direction, number: str | None,
-              aht_s: float) -> CallPath:
+              aht_s: float, account: str | None = None) -> CallPath:
     """The layers the planned calls need, each as a cap in concurrent calls.
 
     ``number`` None: every number of the stack, each layer summed over its scopes. A
     number, inbound: that number's own path. A number, outbound: its account's pool of
-    caller numbers. Raises :class:`~callgate.errors.UnknownNumberError` for a number the
-    stack lacks.
+    caller numbers. ``account``: that account's numbers, its plan, and the trunks, pools
+    and resources they use (their caps whole, noted as shared when other accounts draw on
+    them). Raises :class:`~callgate.errors.UnknownNumberError` for a number the stack
+    lacks and :class:`~callgate.errors.UnknownAccountError` for an account it lacks.
     """
-    numbers, label = _members(stack, direction, number)
+    numbers, label = _members(stack, direction, number, account)
     specs = [stack.numbers[n] for n in numbers]
     trunks = tuple(dict.fromkeys(spec.trunk for spec in specs))
     accounts = tuple(dict.fromkeys(spec.account for spec in specs))
@@ -183,4 +212,6 @@ def call_path(stack: Stack, direction: Direction, number: str | None,
     rows += [by_scope["resource", name] for name in stack.resources]
     windows = _window_groups(stack, numbers, trunks, accounts, direction)
     rows += [window_row(group, aht_s) for group in windows]
+    if account is not None:
+        rows = [_shared_note(stack, row, account) for row in rows]
     return CallPath(numbers, trunks, accounts, tuple(rows), tuple(windows))

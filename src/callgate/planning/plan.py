@@ -24,26 +24,29 @@ Every cap and requirement is a number of concurrent calls; times are seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from callgate.config import Stack
 from callgate.durations import format_duration
+from callgate.errors import UnknownAccountError
 from callgate.planning.capacity import LayerCapacity
 from callgate.planning.erlang import (
+    QueueStats,
     agents_for_service_level,
     erlang_b,
     erlang_c,
     lines_for_blocking,
 )
 from callgate.planning.erlang_a import (
+    AbandonStats,
     agents_for_abandon,
     agents_for_service_level_abandon,
     erlang_a,
 )
 from callgate.planning.fix import Fix, cheapest_fix, money
-from callgate.planning.path import Direction, applies, call_path
+from callgate.planning.path import CallPath, Direction, applies, call_path
 from callgate.planning.traffic_profile import HOURS, HourlyProfile
 
 BUSY_HOUR_RATIO = 0.1
@@ -55,6 +58,15 @@ BUSY_HOUR_RATIO = 0.1
 _DAY_SHAPE = (12, 8, 6, 5, 6, 10, 25, 70, 210, 340, 400, 380,
               290, 320, 360, 330, 270, 170, 90, 55, 40, 30, 22, 16)  # fmt: skip
 _EPS = 1e-9
+
+
+def seconds_text(value: float | None) -> str:
+    """An answer time or a patience as written: ``0s``, ``endless``, or the duration."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0s"
+    return "endless" if value == math.inf else format_duration(value)
 
 
 def _slots(concurrency: float) -> int:
@@ -141,6 +153,8 @@ class Targets:
     ``service_level`` within ``answer_within_s``: fraction answered that fast (Erlang C,
     and Erlang A when ``patience_s``, the callers' mean patience, is given).
     ``max_abandon``: fraction of callers who may hang up on hold (Erlang A).
+    ``answer_within_s = 0`` asks for callers answered without waiting; ``patience_s = 0``
+    (callers hang up at once: Erlang B) and ``math.inf`` (never: Erlang C) are legal.
     """
 
     blocking: float | None = 0.01
@@ -154,10 +168,12 @@ class Targets:
             value = getattr(self, name)
             if value is not None and not (0 < value < 1):
                 raise ValueError(f"{name} must be a fraction strictly between 0 and 1, got {value}")
-        for name in ("answer_within_s", "patience_s"):
-            value = getattr(self, name)
-            if value is not None and not (0 < value < math.inf):
-                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
+        if not (0 <= self.answer_within_s < math.inf):
+            raise ValueError("answer_within_s must be a finite number of seconds >= 0, "
+                             f"got {self.answer_within_s}")
+        if self.patience_s is not None and not self.patience_s >= 0:
+            raise ValueError("patience_s must be a number of seconds >= 0 (math.inf: never "
+                             f"hangs up), got {self.patience_s}")
 
 
 # ----------------------------------------------------------------------------- results
@@ -198,15 +214,38 @@ class ErlangNeeds:
 
 @dataclass(frozen=True)
 class Grade:
-    """The busy hour's grade of service if the bottleneck cap were all there is."""
+    """The busy hour's grade of service if the bottleneck cap were all there is.
+
+    Each queueing model answers under its own name: ``blocking`` is Erlang B's (no
+    queue), ``erlang_c`` callers who wait forever, ``erlang_a`` callers who hang up after
+    ``patience_s`` (None: outbound, or no patience given).
+    """
 
     slots: int
     blocking: float
-    p_wait: float | None
-    service_level: float | None
-    asa_s: float | None
-    """Erlang C average speed of answer; ``math.inf`` when the queue would grow forever."""
-    p_abandon: float | None
+    erlang_c: QueueStats | None
+    erlang_a: AbandonStats | None
+    patience_s: float | None = None
+
+    @property
+    def p_wait(self) -> float | None:
+        """Erlang C's probability of waiting."""
+        return None if self.erlang_c is None else self.erlang_c.p_wait
+
+    @property
+    def service_level(self) -> float | None:
+        """Erlang C's service level."""
+        return None if self.erlang_c is None else self.erlang_c.service_level
+
+    @property
+    def asa_s(self) -> float | None:
+        """Erlang C's average speed of answer; ``math.inf`` when the queue grows forever."""
+        return None if self.erlang_c is None else self.erlang_c.asa_s
+
+    @property
+    def p_abandon(self) -> float | None:
+        """Erlang A's share of callers hanging up."""
+        return None if self.erlang_a is None else self.erlang_a.p_abandon
 
 
 @dataclass(frozen=True)
@@ -235,8 +274,26 @@ class NumbersCheck:
 
 
 @dataclass(frozen=True)
+class CarrierCheck:
+    """One layer besides the numbers against the campaign's concurrency."""
+
+    layer: str
+    scope: str
+    cap: int
+    note: str
+    needed: int
+
+    @property
+    def ok(self) -> bool:
+        """True when the layer carries the campaign's concurrency."""
+        return self.cap >= self.needed
+
+
+@dataclass(frozen=True)
 class Campaign:
-    """Caller numbers an outbound campaign needs under the per-number limits."""
+    """Caller numbers an outbound campaign needs under the per-number limits, and whether
+    the account's plan, the trunks, the provider pools, resources and other windows carry
+    its concurrency (Little's Law: calls/h / 3600 x AHT)."""
 
     target_calls_per_hour: float
     checks: tuple[NumbersCheck, ...]
@@ -244,6 +301,22 @@ class Campaign:
     numbers_current: int
     extra_numbers: int
     extra_monthly_cost: float | None
+    concurrency: float = 0.0
+    carriers: tuple[CarrierCheck, ...] = ()
+
+    @property
+    def blocked_by(self) -> tuple[CarrierCheck, ...]:
+        """The layers that cannot carry the campaign's concurrency."""
+        return tuple(check for check in self.carriers if not check.ok)
+
+
+@dataclass(frozen=True)
+class AccountCap:
+    """One account's own lowest cap (its numbers, plan, trunks, pools and resources)."""
+
+    account: str
+    numbers: int
+    lowest: LayerCapacity
 
 
 @dataclass(frozen=True)
@@ -252,6 +325,7 @@ class PlanResult:
 
     direction: Direction
     number: str | None
+    account: str | None
     aht_s: float
     volume_kind: str
     volume_description: str
@@ -268,6 +342,8 @@ class PlanResult:
     fix: Fix
     campaign: Campaign | None
     warnings: tuple[str, ...] = field(default=())
+    accounts: tuple[AccountCap, ...] = field(default=())
+    """Whole-stack plans: each account's own lowest cap (empty for a number or account)."""
 
     @property
     def rule_of_thumb_slots(self) -> int:
@@ -349,8 +425,9 @@ def _explanation(demand: Demand, targets: Targets, direction: Direction) -> str:
         grades.append(f"{targets.blocking:.0%} blocked")
     if direction == "inbound" and targets.service_level is not None:
         grades.append(f"{targets.service_level:.0%} answered within "
-                      f"{format_duration(targets.answer_within_s)}")
-    if direction == "inbound" and targets.patience_s and targets.max_abandon is not None:
+                      f"{seconds_text(targets.answer_within_s)}")
+    if (direction == "inbound" and targets.patience_s is not None
+            and targets.max_abandon is not None):
         grades.append(f"at most {targets.max_abandon:.0%} hanging up")
     average = "hourly" if demand.busy_hour_ratio is None else "daily"
     return (f"The {demand.peak_factor:g}x rule covers minute-to-minute swings around the "
@@ -362,20 +439,21 @@ def _grade(traffic: float, slots: int, aht_s: float, targets: Targets,
            direction: Direction) -> Grade:
     blocking = erlang_b(traffic, slots)
     if direction == "outbound":
-        return Grade(slots, blocking, None, None, None, None)
+        return Grade(slots, blocking, None, None)
     queue = erlang_c(traffic, slots, aht_s, targets.answer_within_s)
     abandon = None
     if targets.patience_s is not None:
-        abandon = erlang_a(traffic, slots, aht_s, targets.patience_s,
-                           targets.answer_within_s).p_abandon
-    return Grade(slots, blocking, queue.p_wait, queue.service_level, queue.asa_s, abandon)
+        abandon = erlang_a(traffic, slots, aht_s, targets.patience_s, targets.answer_within_s)
+    return Grade(slots, blocking, queue, abandon, targets.patience_s)
 
 
 # ------------------------------------------------------------------------------ campaign
 
 
-def _campaign(stack: Stack, numbers: Sequence[str], target: float, aht_s: float) -> Campaign:
-    """Caller numbers for ``target`` calls/h: the tightest per-number limit decides."""
+def _campaign(stack: Stack, path: CallPath, target: float, aht_s: float) -> Campaign:
+    """Caller numbers for ``target`` calls/h (the tightest per-number limit decides), and
+    every other layer of the path against the campaign's concurrency."""
+    numbers = path.numbers
     specs = [stack.numbers[n] for n in numbers]
     checks: list[NumbersCheck] = []
     periods = sorted({w.per for s in specs for w in s.windows if applies(w, "outbound")})
@@ -392,8 +470,29 @@ def _campaign(stack: Stack, numbers: Sequence[str], target: float, aht_s: float)
     needed = max(check.numbers_needed for check in checks)
     extra = max(0, needed - len(specs))
     price = stack.costs.number
+    concurrency = target / 3600 * aht_s
+    carriers = []
+    for row in path.rows:
+        group = path.window(row.scope) if row.layer == "window" else None
+        if row.layer == "number" or (group is not None and group.owner == "number"):
+            continue  # the caller numbers above are counted for these
+        carriers.append(CarrierCheck(row.layer, row.scope, row.cap, row.note,
+                                     _slots(concurrency)))
     return Campaign(target, tuple(checks), needed, len(specs), extra,
-                    money(None if price is None else extra * price))
+                    money(None if price is None else extra * price), concurrency,
+                    tuple(carriers))
+
+
+def _account_caps(stack: Stack, direction: Direction, aht_s: float) -> tuple[AccountCap, ...]:
+    """Each account's own lowest cap: a full account hides in the whole stack's sums."""
+    found = []
+    for name in stack.accounts:
+        try:
+            own = call_path(stack, direction, None, aht_s, account=name)
+        except UnknownAccountError:
+            continue  # an account without numbers takes no calls
+        found.append(AccountCap(name, len(own.numbers), min(own.rows, key=lambda r: r.cap)))
+    return tuple(found)
 
 
 # ------------------------------------------------------------------------------- warnings
@@ -429,14 +528,19 @@ def plan(
     direction: Direction = "inbound",
     number: str | None = None,
     campaign_calls_per_hour: float | None = None,
+    account: str | None = None,
 ) -> PlanResult:
     """Plan capacity for ``volume`` calls of mean length ``aht_s`` seconds on ``stack``.
 
     ``number`` plans one number's traffic along its path (inbound) or its account's caller
-    pool (outbound); None plans the whole stack, every layer summed. ``targets`` defaults
-    to ``Targets()``. ``campaign_calls_per_hour`` (outbound) also counts the caller
-    numbers a campaign of that rate needs. Raises ``ValueError`` for a bad argument and
-    :class:`~callgate.errors.UnknownNumberError` for a number the stack lacks.
+    pool (outbound); ``account`` plans one account's traffic on its own numbers, plan,
+    trunks, pools and resources; neither plans the whole stack, every layer summed, and
+    lists each account's own lowest cap beside it. ``targets`` defaults to ``Targets()``.
+    ``campaign_calls_per_hour`` (outbound) also counts the caller numbers a campaign of
+    that rate needs and checks every other layer against its concurrency. Raises
+    ``ValueError`` for a bad argument, :class:`~callgate.errors.UnknownNumberError` for a
+    number and :class:`~callgate.errors.UnknownAccountError` for an account the stack
+    lacks.
     """
     if not (0 < aht_s < math.inf):
         raise ValueError(f"aht_s must be a finite number of seconds > 0, got {aht_s}")
@@ -447,8 +551,10 @@ def plan(
     if campaign_calls_per_hour is not None and not (0 < campaign_calls_per_hour < math.inf):
         raise ValueError("campaign_calls_per_hour must be a finite number of calls > 0, "
                          f"got {campaign_calls_per_hour}")
+    if number is not None and account is not None:
+        raise ValueError("give number or account, not both")
     targets = targets or Targets()
-    path = call_path(stack, direction, number, aht_s)
+    path = call_path(stack, direction, number, aht_s, account)
     demand = _demand(volume, aht_s, peak_factor)
     needs = _erlang(demand.busy_hour_concurrency, aht_s, targets, direction)
     requirement, basis = _requirement(demand, needs)
@@ -457,10 +563,12 @@ def plan(
                   for g in path.windows)
     campaign = None
     if campaign_calls_per_hour is not None and direction == "outbound":
-        campaign = _campaign(stack, path.numbers, campaign_calls_per_hour, aht_s)
+        campaign = _campaign(stack, path, campaign_calls_per_hour, aht_s)
+    whole = number is None and account is None
     return PlanResult(
         direction=direction,
         number=number,
+        account=account,
         aht_s=aht_s,
         volume_kind=volume.kind,
         volume_description=volume.profile.description if volume.profile else "",
@@ -477,4 +585,5 @@ def plan(
         fix=cheapest_fix(stack, path, requirement, aht_s, direction),
         campaign=campaign,
         warnings=tuple(_warnings(stack, direction, rates)),
+        accounts=_account_caps(stack, direction, aht_s) if whole else (),
     )

@@ -9,7 +9,8 @@ or per second (``_per_s``), times in seconds (``_s``), costs per month in the cu
 ``[costs]``. Any infinite value (an unstable queue's wait) is ``null``.
 
 - ``version`` (1), ``config`` (the stack path), ``direction`` (``inbound``/``outbound``),
-  ``number`` (the planned number, or ``null`` for the whole stack), ``aht_s``.
+  ``number`` (the planned number, else ``null``), ``account`` (the planned account with
+  ``--account``, else ``null``; both ``null``: the whole stack), ``aht_s``.
 - ``volume``: ``kind`` (``per_day``, ``per_hour``, ``profile``), ``calls_per_day`` (the
   day's calls; ``null`` for ``per_hour``), ``calls_per_hour`` (``per_hour`` only, else
   ``null``), ``description`` (the profile's), ``hourly_calls`` (24 numbers: the profile,
@@ -22,8 +23,9 @@ or per second (``_per_s``), times in seconds (``_s``), costs per month in the cu
 - ``peak``: ``peak_factor``, ``rule_of_thumb`` (average concurrency x peak factor),
   ``rule_of_thumb_slots`` (rounded up), ``peak_arrivals_per_s`` (busy-hour calls x peak
   factor / 3600).
-- ``targets``: ``blocking``, ``service_level``, ``answer_within_s``, ``patience_s``,
-  ``max_abandon`` (``null`` when not set).
+- ``targets``: ``blocking``, ``service_level``, ``answer_within_s`` (0: answered without
+  waiting), ``patience_s`` (0: callers hang up at once; ``null``: not set, or endless),
+  ``patience_endless`` (true for ``--patience inf``), ``max_abandon`` (``null`` when not set).
 - ``erlang``: ``traffic_erlangs``, ``lines_for_blocking`` (Erlang B),
   ``agents_for_service_level`` (Erlang C), ``agents_for_service_level_abandon`` (Erlang A),
   ``agents_for_abandon`` (Erlang A); ``null`` when the target is not set or, outbound,
@@ -36,26 +38,44 @@ or per second (``_per_s``), times in seconds (``_s``), costs per month in the cu
   ``cap``, ``note``, ``headroom`` (cap - requirement).
 - ``bottleneck``: ``layer``, ``scope``, ``cap``, ``note`` of the lowest cap;
   ``headroom`` (bottleneck cap - requirement), ``shortfall`` (max(0, -headroom)).
-- ``grade_at_bottleneck``: the busy hour on the bottleneck's cap alone: ``slots``,
-  ``blocking``, ``p_wait``, ``service_level``, ``asa_s``, ``p_abandon`` (queue figures
-  ``null`` outbound; ``asa_s`` ``null`` when the queue would grow without bound).
+- ``grade_at_bottleneck``: the busy hour on the bottleneck's cap alone, one object per
+  queueing model (``null`` where it does not apply: outbound never holds a caller, and
+  Erlang A needs a patience):
+
+  - ``slots``;
+  - ``erlang_b`` (no queue: a caller who finds every slot busy is lost): ``blocking``;
+  - ``erlang_c`` (callers wait as long as it takes): ``p_wait``, ``service_level``
+    (answered within ``answer_within_s``), ``asa_s`` (mean wait over all callers;
+    ``null`` when unbounded), ``occupancy``, ``stable`` (false: slots <= traffic, the
+    queue grows without bound);
+  - ``erlang_a`` (callers hang up after a mean ``patience_s``): ``patience_s``,
+    ``p_wait``, ``service_level`` (share of ALL callers answered within
+    ``answer_within_s``), ``asa_answered_s`` (mean wait of the answered; ``null`` when
+    unbounded), ``mean_wait_all_s``, ``p_abandon``, ``occupancy``;
+  - kept from before, each named for its model: ``blocking`` (Erlang B), ``p_wait``,
+    ``service_level``, ``asa_s`` (Erlang C), ``p_abandon`` (Erlang A).
 - ``rates``: ``scope``, ``limit``, ``period_s``, ``limit_per_s``, ``peak_per_s``, ``ok``
   for every ``max_cps`` and window on the path.
 - ``fix``: ``needed`` (a layer is below the requirement), ``changes`` (cheapest first:
   ``layer``, ``scope``, ``gap``, ``action``, ``monthly_cost`` (``null``: no price in
   ``[costs]``), ``note``), ``total_monthly_cost`` (sum of the priced changes), ``complete``
   (every change priced), ``unpriced`` (the scopes without a price).
+- ``accounts`` (whole-stack plans; ``[]`` for a number or an account): each account's own
+  path, which the stack-wide sums hide: ``account``, ``numbers``, ``lowest`` (``layer``,
+  ``scope``, ``cap``, ``note`` of its lowest cap), ``below_stack_bottleneck`` (its lowest
+  cap is under the stack-wide one), ``command`` (its own plan: ``callgate plan --account``).
 - ``campaign`` (outbound with ``--campaign-calls-per-hour``, else ``null``):
   ``target_calls_per_hour``, ``checks`` (``limit``, ``per_number_calls_per_hour``,
   ``numbers_needed``), ``numbers_needed``, ``numbers_current``, ``extra_numbers``,
-  ``extra_monthly_cost``.
+  ``extra_monthly_cost``, ``concurrency`` (calls/h / 3600 x AHT), ``carriers`` (every
+  other layer on the path: ``layer``, ``scope``, ``cap``, ``needed`` (the concurrency in
+  whole calls), ``ok``), ``blocked_by`` (the scopes of the carriers that cannot carry it).
 - ``loadtest_command`` (a load test at 1.5x the requirement), ``warnings`` (strings).
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -66,8 +86,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from callgate.durations import format_duration
-from callgate.errors import PLAN_EXTRA_HINT, MissingExtraError
-from callgate.planning.plan import PlanResult
+from callgate.errors import PLAN_EXTRA_HINT
+from callgate.planning.chart import demand_chart_svg
+from callgate.planning.plan import PlanResult, seconds_text
 
 INSTALL_HINT = PLAN_EXTRA_HINT
 
@@ -86,6 +107,35 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def account_command(result: PlanResult, config: str, account: str) -> str:
+    """The ``callgate plan`` line for one account's own plan (give it its own volume)."""
+    direction = "" if result.direction == "inbound" else " --direction outbound"
+    return (f"callgate plan --config {config} --account {account}{direction} "
+            f"--calls-per-hour N --aht {format_duration(result.aht_s)}")
+
+
+def _grade_document(result: PlanResult) -> dict[str, Any]:
+    g = result.grade
+    c, a = g.erlang_c, g.erlang_a
+    return {
+        "slots": g.slots,
+        "erlang_b": {"blocking": g.blocking},
+        "erlang_c": None if c is None else {
+            "p_wait": c.p_wait, "service_level": c.service_level, "asa_s": c.asa_s,
+            "occupancy": c.occupancy, "stable": c.stable},
+        "erlang_a": None if a is None else {
+            "patience_s": g.patience_s, "p_wait": a.p_wait,
+            "service_level": a.service_level_answered, "asa_answered_s": a.asa_answered_s,
+            "mean_wait_all_s": a.mean_wait_all_s, "p_abandon": a.p_abandon,
+            "occupancy": a.occupancy},
+        "blocking": g.blocking,
+        "p_wait": g.p_wait,
+        "service_level": g.service_level,
+        "asa_s": g.asa_s,
+        "p_abandon": g.p_abandon,
+    }
+
+
 def to_document(result: PlanResult, config: str) -> dict[str, Any]:
     """The JSON document of a plan (keys in the module docstring)."""
     demand, erlang, targets, fix = result.demand, result.erlang, result.targets, result.fix
@@ -95,6 +145,7 @@ def to_document(result: PlanResult, config: str) -> dict[str, Any]:
         "config": config,
         "direction": result.direction,
         "number": result.number,
+        "account": result.account,
         "aht_s": float(result.aht_s),
         "volume": {
             "kind": result.volume_kind,
@@ -122,6 +173,7 @@ def to_document(result: PlanResult, config: str) -> dict[str, Any]:
             "service_level": targets.service_level,
             "answer_within_s": targets.answer_within_s,
             "patience_s": targets.patience_s,
+            "patience_endless": targets.patience_s == math.inf,
             "max_abandon": targets.max_abandon,
         },
         "erlang": {
@@ -140,14 +192,13 @@ def to_document(result: PlanResult, config: str) -> dict[str, Any]:
                        "cap": result.bottleneck.cap, "note": result.bottleneck.note},
         "headroom": result.headroom,
         "shortfall": result.shortfall,
-        "grade_at_bottleneck": {
-            "slots": result.grade.slots,
-            "blocking": result.grade.blocking,
-            "p_wait": result.grade.p_wait,
-            "service_level": result.grade.service_level,
-            "asa_s": result.grade.asa_s,
-            "p_abandon": result.grade.p_abandon,
-        },
+        "grade_at_bottleneck": _grade_document(result),
+        "accounts": [{"account": a.account, "numbers": a.numbers,
+                      "lowest": {"layer": a.lowest.layer, "scope": a.lowest.scope,
+                                 "cap": a.lowest.cap, "note": a.lowest.note},
+                      "below_stack_bottleneck": a.lowest.cap < result.bottleneck.cap,
+                      "command": account_command(result, config, a.account)}
+                     for a in result.accounts],
         "rates": [{"scope": r.scope, "limit": r.limit, "period_s": r.period_s,
                    "limit_per_s": r.limit_per_s, "peak_per_s": r.peak_per_s, "ok": r.ok}
                   for r in result.rates],
@@ -173,6 +224,10 @@ def to_document(result: PlanResult, config: str) -> dict[str, Any]:
             "numbers_current": campaign.numbers_current,
             "extra_numbers": campaign.extra_numbers,
             "extra_monthly_cost": campaign.extra_monthly_cost,
+            "concurrency": campaign.concurrency,
+            "carriers": [{"layer": c.layer, "scope": c.scope, "cap": c.cap,
+                          "needed": c.needed, "ok": c.ok} for c in campaign.carriers],
+            "blocked_by": [c.scope for c in campaign.blocked_by],
         }
     cleaned: dict[str, Any] = _clean(document)
     return cleaned
@@ -210,8 +265,13 @@ def _money(value: float | None) -> str:
     return "no price in [costs]" if value is None else f"{value:,.2f}"
 
 
+def _wait(value: float | None) -> str:
+    return "unbounded" if value is None or not math.isfinite(value) else f"{value:.1f}s"
+
+
 def _scope_title(result: PlanResult) -> str:
-    where = result.number or "the whole stack"
+    where = (result.number or (f"account {result.account}" if result.account else None)
+             or "the whole stack")
     return f"{result.direction} calls, {where}, AHT {format_duration(result.aht_s)}"
 
 
@@ -245,8 +305,8 @@ def _demand_section(result: PlanResult) -> Section:
 
 def _requirement_section(result: PlanResult) -> Section:
     e, t = result.erlang, result.targets
-    answer = format_duration(t.answer_within_s)
-    patience = format_duration(t.patience_s) if t.patience_s else ""
+    answer = seconds_text(t.answer_within_s)
+    patience = seconds_text(t.patience_s)
     candidates = [
         ("Erlang B (lost calls)", f"<= {_pct(t.blocking)} blocked", e.lines_for_blocking),
         ("Erlang C (callers wait)", f"{_pct(t.service_level)} within {answer}",
@@ -277,25 +337,62 @@ def _path_section(result: PlanResult) -> Section:
             marked = index
         rows.append((row.layer, row.scope, str(row.cap), f"{row.cap - result.requirement:+d}",
                      row.note + ("  <- bottleneck" if row is result.bottleneck else "")))
-    neck, g = result.bottleneck, result.grade
+    neck = result.bottleneck
     verdict = (f"Headroom: {result.headroom} concurrent calls above the requirement."
                if result.headroom >= 0 else
                f"Shortfall: {result.shortfall} concurrent calls (requirement "
                f"{result.requirement}, bottleneck {neck.layer} {neck.scope} at {neck.cap}).")
-    grade = f"On {g.slots} slots the busy hour would see {_pct(g.blocking)} blocked"
-    if g.service_level is not None:
-        asa = "unbounded" if g.asa_s is None or not math.isfinite(g.asa_s) else f"{g.asa_s:.1f}s"
-        grade += (f"; or, queued: {_pct(g.p_wait)} waiting, {_pct(g.service_level)} answered "
-                  f"within {format_duration(result.targets.answer_within_s)}, ASA {asa}")
-    if g.p_abandon is not None:
-        grade += f", {_pct(g.p_abandon)} hanging up (Erlang A)"
     return Section(
         f"Capacity along the call's path (requirement {result.requirement})",
         ("layer", "scope", "cap", "headroom", "note"), tuple(rows),
-        (f"Lowest cap: {neck.layer} {neck.scope}, {neck.cap} concurrent calls.", verdict,
-         grade + "."),
+        (f"Lowest cap: {neck.layer} {neck.scope}, {neck.cap} concurrent calls.", verdict),
         marked=marked,
     )
+
+
+def _grade_section(result: PlanResult) -> Section:
+    """The busy hour on the bottleneck's slots, each model's figures under its own name."""
+    g, t = result.grade, result.targets
+    answer = seconds_text(t.answer_within_s)
+    rows = [("Erlang B (no queue: callers lost)", _pct(g.blocking), "-", "-", "-", "-")]
+    c = g.erlang_c
+    if c is not None:
+        rows.append(("Erlang C (callers wait as long as it takes)", "-",
+                     _pct(c.p_wait), _pct(c.service_level), _wait(c.asa_s), "-"))
+    a = g.erlang_a
+    if a is not None:
+        rows.append((f"Erlang A (callers hang up, patience {seconds_text(g.patience_s)})", "-",
+                     _pct(a.p_wait), _pct(a.service_level_answered),
+                     _wait(a.asa_answered_s), _pct(a.p_abandon)))
+    notes = []
+    if c is not None and not c.stable:
+        notes.append(f"Erlang C: {g.slots} slots do not exceed the busy hour's "
+                     f"{result.erlang.traffic:.2f} erlangs, so a queue of patient callers grows "
+                     f"without bound; Erlang A's callers hang up, which keeps its queue finite.")
+    return Section(
+        f"Grade of service at the busy hour on the bottleneck's {g.slots} slots",
+        ("model", "lost", "waiting", f"answered within {answer}", "mean wait (answered)",
+         "hanging up"),
+        tuple(rows), tuple(notes))
+
+
+def _accounts_section(result: PlanResult, config: str) -> Section | None:
+    if not result.accounts:
+        return None
+    neck = result.bottleneck
+    rows = []
+    for a in result.accounts:
+        flag = "  <- below the stack-wide lowest cap" if a.lowest.cap < neck.cap else ""
+        rows.append((a.account, str(a.numbers), f"{a.lowest.layer} {a.lowest.scope}",
+                     str(a.lowest.cap), a.lowest.note + flag))
+    lowest = min(result.accounts, key=lambda a: a.lowest.cap)
+    notes = (f"The path above sums every account; each account's own calls meet its own "
+             f"caps first. Plan one with its own volume: "
+             f"{account_command(result, config, lowest.account)}",)
+    marked = next((i for i, a in enumerate(result.accounts) if a.lowest.cap < neck.cap), None)
+    return Section(f"Each account's own lowest cap (stack-wide: {neck.layer} {neck.scope}, "
+                   f"{neck.cap})", ("account", "numbers", "lowest cap", "cap", "note"),
+                   tuple(rows), notes, marked=marked)
 
 
 def _rates_section(result: PlanResult) -> Section:
@@ -318,7 +415,7 @@ def _fix_section(result: PlanResult) -> Section:
                    (total + ".",))
 
 
-def _campaign_section(result: PlanResult) -> Section | None:
+def _campaign_sections(result: PlanResult) -> tuple[Section, Section] | None:
     campaign = result.campaign
     if campaign is None:
         return None
@@ -329,20 +426,38 @@ def _campaign_section(result: PlanResult) -> Section | None:
     note = (f"{campaign.numbers_needed} caller numbers needed for "
             f"{_calls(campaign.target_calls_per_hour)} calls/h; {campaign.numbers_current} in the "
             f"pool now; {campaign.extra_numbers} more{cost}.")
+    carriers = tuple((c.layer, c.scope, str(c.cap), str(c.needed),
+                      "ok" if c.ok else "CANNOT CARRY") for c in campaign.carriers)
+    need = (f"The campaign keeps {_calls(campaign.target_calls_per_hour)} calls/h x "
+            f"{format_duration(result.aht_s)} = {campaign.concurrency:.1f} calls up at once "
+            f"(Little's Law).")
+    blocked = campaign.blocked_by
+    verdict = ("Every other layer on the path carries it." if not blocked else
+               "Cannot carry the campaign's concurrency: " + "; ".join(
+                   f"{c.layer} {c.scope} ({c.cap} < {c.needed})" for c in blocked)
+               + ". More numbers will not help until these are raised.")
     return Section("Outbound campaign: caller numbers under the per-number limits",
-                   ("per-number limit", "calls/h per number", "numbers needed"), rows, (note,))
+                   ("per-number limit", "calls/h per number", "numbers needed"), rows,
+                   (note,)), Section(
+        "Outbound campaign: can the account's plan, the trunks and the pools carry it?",
+        ("layer", "scope", "cap", "campaign needs", ""), carriers, (need, verdict),
+        marked=next((i for i, c in enumerate(campaign.carriers) if not c.ok), None))
 
 
-def sections(result: PlanResult) -> list[Section]:
+def sections(result: PlanResult, config: str = "stack.toml") -> list[Section]:
     """The report's tables, in reading order."""
-    found = [_demand_section(result), _requirement_section(result), _path_section(result)]
+    found = [_demand_section(result), _requirement_section(result), _path_section(result),
+             _grade_section(result)]
+    accounts = _accounts_section(result, config)
+    if accounts is not None:
+        found.append(accounts)
     if result.rates:
         found.append(_rates_section(result))
     if result.fix.changes:
         found.append(_fix_section(result))
-    campaign = _campaign_section(result)
+    campaign = _campaign_sections(result)
     if campaign is not None:
-        found.append(campaign)
+        found.extend(campaign)
     return found
 
 
@@ -351,7 +466,7 @@ def sections(result: PlanResult) -> list[Section]:
 
 def print_report(result: PlanResult, config: str, console: Console) -> None:
     """The plan as rich tables, then warnings and the load-test command."""
-    for section in sections(result):
+    for section in sections(result, config):
         table = Table(title=escape(section.title), title_justify="left")
         for column in section.columns:
             table.add_column(escape(column), overflow="fold")
@@ -371,64 +486,6 @@ def print_report(result: PlanResult, config: str, console: Console) -> None:
 
 
 # --------------------------------------------------------------------------------- HTML
-
-
-def _matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingExtraError(
-            f"the HTML report draws its chart with matplotlib, which is not installed: "
-            f"{INSTALL_HINT}") from None
-    return matplotlib
-
-
-def demand_chart_svg(result: PlanResult) -> str:
-    """Demand by hour against every cap on the path, as an inline SVG element.
-
-    Series carry a ``gid``: ``demand`` (average concurrent calls each hour, Little's Law),
-    ``requirement``, and ``cap-<i>`` for the i-th layer of ``result.path``.
-    """
-    matplotlib = _matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    hours = list(range(len(result.demand.hourly_calls)))
-    demand = [calls / 3600 * result.aht_s for calls in result.demand.hourly_calls]
-    # Show every cap up to 3x the demand side; farther ones sit on the top edge, labelled.
-    base = max(result.requirement, max(demand), result.bottleneck.cap)
-    top = 1.12 * max([base] + [row.cap for row in result.path if row.cap <= 3 * base])
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "callgate"}):
-        figure = Figure(figsize=(10, 4.8), layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
-        axes.plot(hours, demand, gid="demand", color="black", linewidth=2.2, marker="o",
-                  markersize=3, label="demand: average concurrent calls (Little)")
-        axes.axhline(result.requirement, gid="requirement", color="black", linestyle=":",
-                     label=f"requirement ({result.requirement})")
-        styles = ("--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
-        for index, row in enumerate(result.path):
-            neck = row is result.bottleneck
-            shown = min(row.cap, top * 0.98)
-            label = f"{row.layer} {row.scope}: {row.cap}" + (" (bottleneck)" if neck else "")
-            if shown < row.cap:
-                label += " (off the chart)"
-            axes.axhline(shown, gid=f"cap-{index}", label=label,
-                         color="tab:red" if neck else f"C{index % 10}",
-                         linewidth=2.6 if neck else 1.3, linestyle=styles[index % len(styles)])
-        axes.set_xlim(0, 23)
-        axes.set_ylim(0, top)
-        axes.set_xticks(hours)
-        axes.set_xlabel("hour of day")
-        axes.set_ylabel("concurrent calls")
-        axes.set_title("Demand by hour against each cap on the call's path")
-        axes.grid(alpha=0.3)
-        axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg",
-                       metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]
 
 
 _CSS = """
@@ -458,7 +515,7 @@ def _html_table(section: Section) -> str:
 def to_html(result: PlanResult, config: str) -> str:
     """One self-contained HTML page: the tables and the demand chart as inline SVG."""
     chart = demand_chart_svg(result)
-    tables = "".join(_html_table(section) for section in sections(result))
+    tables = "".join(_html_table(section) for section in sections(result, config))
     warnings = "".join(f'<p class="warning">warning: {html.escape(w)}</p>'
                        for w in result.warnings)
     command = html.escape(result.loadtest_command(config))

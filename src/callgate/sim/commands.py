@@ -106,7 +106,8 @@ def traffic_options(command: F) -> F:
                      show_default=True, metavar="DURATION",
                      help="The Retry-After of each 429 (the key's cooldown)."),
         click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of the one random generator: the same seed, the same traffic."),
+                     help="Seed of the traffic: the same seed, the very same calls on any "
+                          "stack (the gate's backoff jitter draws from a stream of its own)."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead."),
         click.option("--html", "html_path", metavar="FILE",
                      help="Also write a self-contained HTML report with charts."),

@@ -250,7 +250,8 @@ class LoadTest:
                 return None
             now = self._now()
             if decision.outcome is Outcome.ADMITTED:
-                self.tally.admitted(plan.direction, (now - arrived) * k, deadline is not None,
+                self.tally.admitted(batch, plan.direction, (now - arrived) * k,
+                                    deadline is not None,
                                     decision.reason is Reason.PROMOTED)
                 return decision, attempt
             if decision.outcome is Outcome.QUEUED:

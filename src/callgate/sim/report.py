@@ -1,5 +1,9 @@
 """A run's findings as terminal tables, JSON, or one self-contained HTML page with charts.
 
+The tables are built once (:func:`sections`) and drawn by both the terminal and the HTML
+page, so the two print the same numbers with the same names; JSON carries them to 6
+decimals.
+
 The charts are drawn with matplotlib (the ``plan`` extra) as inline SVG: each layer's
 busiest scope over time against its cap, and how long the queued callers waited.
 """
@@ -9,8 +13,9 @@ from __future__ import annotations
 import html
 import io
 import json
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -19,8 +24,8 @@ from rich.table import Table
 
 from callgate.errors import PLAN_EXTRA_HINT as INSTALL_HINT
 from callgate.errors import MissingExtraError
-from callgate.sim.results import RunResult, ScopeRow, to_document
-from callgate.sim.stats import Summary
+from callgate.sim.results import LoadFindings, RunResult, ScopeRow, to_document
+from callgate.sim.stats import Estimate, Summary
 
 MOST_NUMBERS = 8  # number scopes shown in the terminal table (all of them are in --json)
 
@@ -45,11 +50,12 @@ def _span(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _title(result: RunResult) -> str:
+def _title(result: RunResult, config: str | None = None) -> str:
     span = _span(result.duration_s)
     if result.kind == "simulate":
         wall = result.perf.get("wall_s", 0.0)
-        return (f"callgate simulate: {result.config}, {span} simulated in {wall:.1f} s "
+        where = config if config is not None else result.config
+        return (f"callgate simulate: {where}, {span} simulated in {wall:.1f} s "
                 f"(seed {result.seed})")
     found = result.findings
     assert found is not None
@@ -57,47 +63,95 @@ def _title(result: RunResult) -> str:
             f"x{found.speed:g} (seed {result.seed})")
 
 
-def _counts_table(result: RunResult) -> Table:
+@dataclass(frozen=True)
+class Section:
+    """One table of the report, the same in the terminal and in HTML."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    align: str = ""
+    """One letter per column, ``l`` or ``r`` (default: first left, the rest right)."""
+    notes: tuple[str, ...] = ()
+    bad_rows: frozenset[int] = frozenset()
+    """Rows to stand out (a scope over its cap)."""
+
+    def justify(self, index: int) -> str:
+        letter = self.align[index] if index < len(self.align) else ("l" if index == 0 else "r")
+        return "left" if letter == "l" else "right"
+
+
+def _counts_section(result: RunResult) -> Section:
     c = result.counts
     arrivals = max(c.arrivals, 1)
-    table = Table(title="Calls", title_justify="left")
-    table.add_column("calls")
-    table.add_column("count", justify="right")
-    table.add_column("of arrivals", justify="right")
     rows = (("arrived", c.arrivals), ("  inbound", c.inbound), ("  outbound", c.outbound),
             ("admitted", c.admitted), ("queued", c.queued), ("  promoted", c.promoted),
             ("  abandoned", c.abandoned), ("retry_later answers", c.retried),
             ("rejected", c.rejected), ("completed", c.completed), ("worker died", c.died),
             ("lease lost", c.lost), ("unfinished", c.unfinished))
-    for name, value in rows:
-        share = "" if name == "retry_later answers" else _pct(value / arrivals)
-        table.add_row(name, f"{value:,}", share)
-    return table
+    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(c.rejected_by_reason.items()))
+    return Section("Calls", ("calls", "count", "of arrivals"), tuple(
+        (name, f"{value:,}", "" if name == "retry_later answers" else _pct(value / arrivals))
+        for name, value in rows), notes=(f"Rejected by reason: {reasons}",) if reasons else ())
 
 
-def _summary_table(title: str, unit: str, rows: dict[str, Summary]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("")
-    for name in ("n", "mean", "p50", "p90", "p99", "max"):
-        table.add_column(name if name == "n" else f"{name} ({unit})", justify="right")
-    for name, s in rows.items():
-        table.add_row(escape(name), f"{s.n:,}", _s(s.mean), _s(s.p50), _s(s.p90), _s(s.p99),
-                      _s(s.max))
-    return table
+def _summary_section(title: str, unit: str, rows: dict[str, Summary]) -> Section:
+    columns = ("", "n", *(f"{name} ({unit})" for name in ("mean", "p50", "p90", "p99", "max")))
+    # An empty sample has no mean: "-", never a made-up 0.0.
+    return Section(title, columns, tuple(
+        (name.replace("_", " "), f"{s.n:,}",
+         *((_s(s.mean), _s(s.p50), _s(s.p90), _s(s.p99), _s(s.max)) if s.n else ("-",) * 5))
+        for name, s in rows.items()))
 
 
-def _layers_table(result: RunResult) -> Table:
-    table = Table(title="Per layer (busiest scope)", title_justify="left")
-    for name, justify in (("layer", "left"), ("scopes", "right"), ("busiest", "left"),
-                          ("peak / cap", "right"), ("time at cap", "right"),
-                          ("refusals", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+_ESTIMATES = (
+    ("p_rejected", "rejected (share of arrivals)"),
+    ("p_queued", "queued (share of arrivals)"),
+    ("p_abandoned", "hung up on hold (share of arrivals)"),
+    ("wait_inbound_s", "mean wait, answered inbound (s)"),
+    ("wait_queued_inbound_s", "mean wait, answered after queueing (s)"),
+    ("wait_abandoned_s", "mean time on hold before hanging up (s)"),
+    ("wait_outbound_s", "mean time to admission, outbound (s)"),
+)
+
+
+def estimate_cells(key: str, estimate: Estimate | None) -> tuple[str, str, str]:
+    """(estimate, half-width, what it is the ratio of) as printed everywhere."""
+    if estimate is None:
+        return "-", "-", "fewer than 2 batches with calls"
+    if key.startswith("p_"):
+        return (f"{estimate.value:.4f}", f"{estimate.half_width:.4f}",
+                f"{estimate.numerator:,.0f} / {estimate.denominator:,.0f} arrivals")
+    return (f"{estimate.value:,.1f}", f"{estimate.half_width:,.1f}",
+            f"{estimate.numerator:,.1f} s / {estimate.denominator:,.0f} callers")
+
+
+def _estimates_section(result: RunResult) -> Section | None:
+    found = result.estimates
+    if not any(found.get(key) is not None for key, _ in _ESTIMATES):
+        return None
+    batches = max(e.batches for e in found.values() if e is not None)
+    warm = (f", after a {_span(result.warmup_s)} warm-up" if result.warmup_s > 0 else "")
+    rows = tuple((label, *estimate_cells(key, found.get(key))) for key, label in _ESTIMATES
+                 if key in found)
+    note = ("Each estimate is its count (or seconds) over the arrivals (or callers) beside it"
+            f"{warm and ' (arrivals after the warm-up)'}; the interval is the ratio "
+            "estimator's delta-method half-width over the batches, Student's t at 95%.")
+    return Section(f"Estimates with 95% confidence intervals ({batches} batches of arrival "
+                   f"time{warm})", ("measure", "estimate", "± (95%)", "ratio of"),
+                   rows, align="lrrr", notes=(note,))
+
+
+def _layers_section(result: RunResult) -> Section:
+    rows = []
     for row in result.layers():
         peak = "-" if row["cap"] is None else f"{row['peak']} / {row['cap']}"
         at_cap = "-" if row["time_at_cap"] is None else _pct(row["time_at_cap"])
-        table.add_row(row["layer"], "-" if row["scopes"] is None else str(row["scopes"]),
-                      escape(row["busiest"] or "-"), peak, at_cap, f"{row['refusals']:,}")
-    return table
+        rows.append((row["layer"], "-" if row["scopes"] is None else str(row["scopes"]),
+                     row["busiest"] or "-", peak, at_cap, f"{row['refusals']:,}"))
+    return Section("Per layer (busiest scope)", ("layer", "scopes", "busiest", "peak / cap",
+                                                 "time at cap", "refusals"), tuple(rows),
+                   align="lrlrrr")
 
 
 def shown_scopes(rows: Sequence[ScopeRow]) -> tuple[list[ScopeRow], int]:
@@ -109,42 +163,23 @@ def shown_scopes(rows: Sequence[ScopeRow]) -> tuple[list[ScopeRow], int]:
     return shown, max(0, len(numbers) - MOST_NUMBERS)
 
 
-def _scopes_table(result: RunResult) -> Table:
+def _scopes_section(result: RunResult, every: bool = False) -> Section:
     loadtest = result.findings is not None
-    table = Table(title="Per scope (levels in concurrent calls)", title_justify="left")
     columns = ["layer", "scope", "cap", "peak", "mean", "time at cap", "refusals"]
     if loadtest:
         columns += ["gate's peak", "over cap"]
-    for name in columns:
-        if name == "scope":
-            table.add_column(name, overflow="fold")
-        else:
-            table.add_column(name, justify="left" if name == "layer" else "right")
-    rows, hidden = shown_scopes(result.scopes)
+    rows, hidden = (list(result.scopes), 0) if every else shown_scopes(result.scopes)
+    cells = []
     for r in rows:
-        cells = [r.layer, escape(r.scope), str(r.cap), str(r.peak), f"{r.mean:.2f}",
-                 _pct(r.at_cap), f"{r.refusals:,}"]
+        row = [r.layer, r.scope, str(r.cap), str(r.peak), f"{r.mean:.2f}", _pct(r.at_cap),
+               f"{r.refusals:,}"]
         if loadtest:
-            cells += ["-" if r.server_peak is None else str(r.server_peak), str(r.over_cap)]
-        style = "bold red" if r.over_cap else None
-        table.add_row(*cells, style=style)
-    if hidden:
-        table.caption = f"{hidden} quieter number(s) not shown; --json lists every scope"
-    return table
-
-
-def _estimates_line(result: RunResult) -> str:
-    parts = []
-    names = {"p_rejected": "rejected", "p_queued": "queued", "p_abandoned": "abandoned"}
-    for key, label in names.items():
-        est = result.estimates.get(key)
-        if est is not None:
-            parts.append(f"{label} {est.value:.4f} ± {est.half_width:.4f}")
-    if not parts:
-        return ""
-    batches = next(e.batches for e in result.estimates.values() if e is not None)
-    return (f"Fractions of arrivals (95% CI, batch means over {batches} batches): "
-            + ", ".join(parts))
+            row += ["-" if r.server_peak is None else str(r.server_peak), str(r.over_cap)]
+        cells.append(tuple(row))
+    notes = (f"{hidden} quieter number(s) not shown; --json lists every scope",) if hidden else ()
+    return Section("Per scope (levels in concurrent calls)", tuple(columns), tuple(cells),
+                   align="ll" + "r" * (len(columns) - 2), notes=notes,
+                   bad_rows=frozenset(i for i, r in enumerate(rows) if r.over_cap))
 
 
 def _bottleneck_line(result: RunResult) -> str:
@@ -155,43 +190,75 @@ def _bottleneck_line(result: RunResult) -> str:
             f"at its cap {_pct(neck['time_at_cap'])} of the time.")
 
 
+def sections(result: RunResult, every_scope: bool = False) -> list[Section]:
+    """The report's tables in reading order (the load test's latency table last)."""
+    found = [_counts_section(result),
+             _summary_section("Waits (simulated seconds)", "s", result.waits)]
+    estimates = _estimates_section(result)
+    if estimates is not None:
+        found.append(estimates)
+    found += [_layers_section(result), _scopes_section(result, every_scope)]
+    latency = _latency_section(result)
+    if latency is not None:
+        found.append(latency)
+    return found
+
+
+def _latency_section(result: RunResult) -> Section | None:
+    if result.findings is None:
+        return None
+    return _summary_section("Request latency (wall)", "ms", result.findings.latency_ms)
+
+
+def _table(section: Section) -> Table:
+    table = Table(title=escape(section.title), title_justify="left")
+    for index, name in enumerate(section.columns):
+        table.add_column(escape(name), justify=section.justify(index),  # type: ignore[arg-type]
+                         overflow="fold")
+    for index, row in enumerate(section.rows):
+        table.add_row(*(escape(cell) for cell in row),
+                      style="bold red" if index in section.bad_rows else None)
+    return table
+
+
 def print_report(result: RunResult, console: Console) -> None:
     """The run as rich tables; a load test ends with its two must-be-zero numbers."""
     console.print(f"[bold]{escape(_title(result))}[/]")
-    console.print(_counts_table(result))
-    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(result.counts.rejected_by_reason.items()))
-    if reasons:
-        console.print(f"Rejected by reason: {escape(reasons)}")
-    console.print(_summary_table("Waits (simulated seconds)", "s", result.waits))
-    console.print(_layers_table(result))
-    console.print(_scopes_table(result))
-    line = _estimates_line(result)
-    if line:
-        console.print(escape(line))
+    latency = _latency_section(result)
+    for section in sections(result):
+        if section == latency:
+            continue  # after the bottleneck, with the load test's own findings
+        console.print(_table(section))
+        for note in section.notes:
+            console.print(escape(note))
     console.print(escape(_bottleneck_line(result)), style="bold")
     found = result.findings
     if result.kind == "simulate":
         perf = result.perf
         console.print(f"{perf.get('decisions', 0):,.0f} gate decisions, "
                       f"{perf.get('decisions_per_s', 0):,.0f} per second of wall time.")
-    if found is None:
+    if found is None or latency is None:
         return
-    console.print(_summary_table("Request latency (wall)", "ms", found.latency_ms))
+    console.print(_table(latency))
     if found.dropped:
         console.print(f"[yellow]{found.dropped:,} arrivals not sent: --max-in-flight calls "
                       "were already running[/]")
-    for name, value, detail in (
-        ("silent failures", found.silent_failures,
-         ", ".join(f"{k} {v}" for k, v in sorted(found.failures_by_kind.items()))),
-        ("cap violations", found.cap_violations,
-         ", ".join(f"{v.key} saw {v.observed} > cap {v.cap}" for v in found.violations)),
-    ):
+    for name, value, detail in _verdicts(found):
         colour = "green" if value == 0 else "bold red"
         suffix = f" ({escape(detail)})" if detail else ""
         console.print(f"[{colour}]{name}: {value}[/]{suffix}")
     if not found.scopes_exact:
         console.print("[yellow]no --config: scopes come from the usage document; a call's "
                       "trunk is known only when there is one trunk[/]")
+
+
+def _verdicts(found: LoadFindings) -> list[tuple[str, int, str]]:
+    return [
+        ("silent failures", found.silent_failures,
+         ", ".join(f"{k} {v}" for k, v in sorted(found.failures_by_kind.items()))),
+        ("cap violations", found.cap_violations,
+         ", ".join(f"{v.key} saw {v.observed} > cap {v.cap}" for v in found.violations)),
+    ]
 
 
 # ------------------------------------------------------------------------------------ HTML
@@ -265,58 +332,40 @@ body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
 table { border-collapse: collapse; margin: .5em 0 1em; }
 th, td { border-bottom: 1px solid #ddd; padding: .3em .7em; text-align: left; }
 th { background: #f4f4f4; }
-.bad { color: #b00; font-weight: 600; } .good { color: #070; font-weight: 600; }
+.bad, tr.bad td { color: #b00; font-weight: 600; } .good { color: #070; font-weight: 600; }
+td.r, th.r { text-align: right; }
 svg { max-width: 100%; height: auto; }
 """
 
 
-def _html_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-                   for row in rows)
-    return (f"<h2>{html.escape(title)}</h2>\n<table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>\n")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "-" if not math.isfinite(value) else f"{value:,.4g}"
-    return str(value)
+def _html_table(section: Section) -> str:
+    right = [' class="r"' if section.justify(i) == "right" else ""
+             for i in range(len(section.columns))]
+    head = "".join(f"<th{right[i]}>{html.escape(c)}</th>" for i, c in enumerate(section.columns))
+    body = "".join(
+        ('<tr class="bad">' if i in section.bad_rows else "<tr>")
+        + "".join(f"<td{right[j]}>{html.escape(cell)}</td>" for j, cell in enumerate(row))
+        + "</tr>" for i, row in enumerate(section.rows))
+    notes = "".join(f"<p>{html.escape(note)}</p>" for note in section.notes)
+    return (f"<h2>{html.escape(section.title)}</h2>\n<table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>\n{notes}\n")
 
 
 def to_html(result: RunResult) -> str:
-    """One self-contained page: the charts as inline SVG, then the tables."""
+    """One self-contained page: the verdicts, the charts as inline SVG, then the same tables
+    as the terminal (every scope listed). The title names the stack file, not its path."""
     charts = "".join(f"<figure>{svg}</figure>\n" for svg in charts_svg(result))
-    doc = to_document(result)
-    parts = [_html_table("Calls", list(doc["counts"])[:-1],
-                         [[_fmt(v) for k, v in doc["counts"].items()
-                           if k != "rejected_by_reason"]])]
-    parts.append(_html_table("Waits (simulated seconds)", ["", "n", "mean", "p50", "p90", "p99",
-                                                           "max"],
-                             [[name, *(_fmt(v) for v in s.values())]
-                              for name, s in doc["waits_s"].items()]))
-    parts.append(_html_table("Per layer", ["layer", "scopes", "busiest", "peak", "cap",
-                                           "time at cap", "refusals"],
-                             [[_fmt(v) for v in row.values()] for row in doc["layers"]]))
-    scope_columns = list(doc["scopes"][0]) if doc["scopes"] else []
-    parts.append(_html_table("Per scope", scope_columns,
-                             [[_fmt(v) for v in row.values()] for row in doc["scopes"]]))
+    tables = "".join(_html_table(section) for section in sections(result, every_scope=True))
     found = result.findings
     verdict = ""
     if found is not None:
-        parts.append(_html_table("Request latency (wall ms)", ["", "n", "mean", "p50", "p90",
-                                                               "p99", "max"],
-                                 [[name, *(_fmt(v) for v in s.values())]
-                                  for name, s in doc["latency_ms"].items()]))
         verdict = "".join(
-            f'<p class="{"good" if n == 0 else "bad"}">{name}: {n}</p>'
-            for name, n in (("silent failures", found.silent_failures),
-                            ("cap violations", found.cap_violations)))
-    notes = "".join(f"<p>{html.escape(line)}</p>" for line in (
-        _estimates_line(result), _bottleneck_line(result)) if line)
-    title = html.escape(_title(result))
+            f'<p class="{"good" if n == 0 else "bad"}">{html.escape(name)}: {n}'
+            f"{f'<span> ({html.escape(detail)})</span>' if detail else ''}</p>"
+            for name, n, detail in _verdicts(found))
+    notes = f"<p><strong>{html.escape(_bottleneck_line(result))}</strong></p>"
+    name = None if result.config is None else Path(result.config).name
+    title = html.escape(_title(result, name))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{title}</title><style>{_CSS}</style></head><body>\n"
-            f"<h1>{title}</h1>\n{verdict}{notes}{charts}{''.join(parts)}</body></html>\n")
+            f"<h1>{title}</h1>\n{verdict}{notes}{charts}{tables}</body></html>\n")

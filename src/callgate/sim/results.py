@@ -113,6 +113,7 @@ class RunResult:
     cooldowns: list[tuple[str, float, float]] = field(default_factory=list)
     perf: dict[str, float] = field(default_factory=dict)
     findings: LoadFindings | None = None
+    warmup_s: float = 0.0  # arrivals before this are left out of the estimates
 
     @property
     def bottleneck(self) -> dict[str, Any] | None:
@@ -163,23 +164,33 @@ class Answer(Protocol):
     def reason(self) -> Reason: ...
 
 
-class Tally:
-    """Counts, refusals per scope, waits and batch-means counters, kept as calls progress.
+WAIT_KINDS = ("inbound", "queued_inbound", "abandoned", "outbound")
+"""The waits kept: answered inbound callers, those of them who were queued, callers who
+hung up on hold (time until they did), admitted outbound calls (time until admitted)."""
 
-    Arrivals before ``warmup_s`` are left out of the batches; the rest of ``[warmup_s,
-    end_s)`` is cut into ``batches`` equal spans of arrival time, and each outcome counts
-    in the batch of its call's arrival.
+SHARES = ("p_rejected", "p_queued", "p_abandoned")
+"""Estimated shares of arrivals; the waits' means are estimated as ``wait_<kind>_s``."""
+
+
+class Tally:
+    """Counts, refusals per scope, waits and per-batch sums, kept as calls progress.
+
+    Arrivals before ``warmup_s`` are left out of the estimates; the rest of ``[warmup_s,
+    end_s)`` is cut into ``batches`` equal spans of arrival time, and each outcome (and
+    each wait) counts in the batch of its call's arrival. The estimates are ratios of
+    sums over the batches (:class:`~callgate.sim.stats.Estimate`).
     """
 
     def __init__(self, end_s: float, warmup_s: float = 0.0, batches: int = 20) -> None:
         self.counts = Counts()
         self.refusals: Counter[tuple[str, str, str]] = Counter()
-        self.waits: dict[str, list[float]] = {"inbound": [], "queued_inbound": [],
-                                              "abandoned": [], "outbound": []}
+        self.waits: dict[str, list[float]] = {kind: [] for kind in WAIT_KINDS}
         self.warmup_s = warmup_s
         self.batches = batches
         self._batch_s = max(end_s - warmup_s, 1e-9) / batches
         self._per_batch = [[0, 0, 0, 0] for _ in range(batches)]  # arrivals, rej, queued, abandoned
+        self._batch_waits: dict[str, list[list[float]]] = {
+            kind: [[] for _ in range(batches)] for kind in WAIT_KINDS}
 
     def arrived(self, t_s: float, direction: Direction) -> int:
         """Count an arrival at ``t_s``; returns its batch (-1 in the warm-up)."""
@@ -216,32 +227,46 @@ class Tally:
         if batch >= 0:
             self._per_batch[batch][1] += 1
 
+    def _wait(self, kind: str, batch: int, waited_s: float) -> None:
+        # Epoch-clock round-off can make an immediate answer a hair below zero; a wait is
+        # never negative (and never prints as -0.0).
+        waited_s = max(0.0, waited_s)
+        self.waits[kind].append(waited_s)
+        if batch >= 0:
+            self._batch_waits[kind][batch].append(waited_s)
+
     def abandoned(self, batch: int, waited_s: float) -> None:
         self.counts.abandoned += 1
-        self.waits["abandoned"].append(waited_s)
+        self._wait("abandoned", batch, waited_s)
         if batch >= 0:
             self._per_batch[batch][3] += 1
 
-    def admitted(self, direction: Direction, waited_s: float, was_queued: bool,
+    def admitted(self, batch: int, direction: Direction, waited_s: float, was_queued: bool,
                  promoted: bool) -> None:
         self.counts.admitted += 1
         if promoted:
             self.counts.promoted += 1
         if direction == "inbound":
-            self.waits["inbound"].append(waited_s)
+            self._wait("inbound", batch, waited_s)
             if was_queued:
-                self.waits["queued_inbound"].append(waited_s)
+                self._wait("queued_inbound", batch, waited_s)
         else:
-            self.waits["outbound"].append(waited_s)
+            self._wait("outbound", batch, waited_s)
 
     def estimates(self) -> dict[str, Estimate | None]:
-        """Batch-means 95% intervals of the fractions of arrivals rejected, queued, abandoned."""
+        """95% intervals (ratio of sums over the batches) of the shares of arrivals
+        rejected, queued and hanging up, and of the mean of every wait."""
         rows = self._per_batch
-        return {
-            "p_rejected": Estimate.of([(b[1], b[0]) for b in rows]),
-            "p_queued": Estimate.of([(b[2], b[0]) for b in rows]),
-            "p_abandoned": Estimate.of([(b[3], b[0]) for b in rows]),
-        }
+        found: dict[str, Estimate | None] = {
+            name: Estimate.of([(b[column], b[0]) for b in rows])
+            for column, name in enumerate(SHARES, start=1)}
+        for kind in WAIT_KINDS:
+            batches = self._batch_waits[kind]
+            every = [w for batch in batches for w in batch]
+            found[f"wait_{kind}_s"] = Estimate.of(
+                [(math.fsum(batch), len(batch)) for batch in batches],
+                total=(math.fsum(every), len(every)))
+        return found
 
     def summaries(self) -> dict[str, Summary]:
         return {name: Summary.of(values) for name, values in self.waits.items()}
@@ -297,13 +322,25 @@ def _clean(value: Any) -> Any:
 
 
 def to_document(result: RunResult) -> dict[str, Any]:
-    """The ``--json`` document (finite floats only; ``null`` for infinities)."""
+    """The ``--json`` document (finite floats only; ``null`` for infinities).
+
+    ``kind``, ``config``, ``seed``, ``traffic``, ``duration_s``, ``warmup_s``; ``counts``
+    (every call once per row, warm-up included); ``waits_s`` (per kind ``inbound``,
+    ``queued_inbound``, ``abandoned``, ``outbound``: ``n``, ``mean``, ``p50``, ``p90``,
+    ``p99``, ``max``, warm-up included); ``estimates``: ``p_rejected``, ``p_queued``,
+    ``p_abandoned`` (shares of arrivals) and ``wait_<kind>_s`` (mean waits), each ``null``
+    (fewer than two batches with calls) or ``value`` (= ``numerator / denominator``:
+    calls over arrivals, seconds over callers, after the warm-up), ``half_width`` (95%),
+    ``batches``, ``numerator``, ``denominator``; ``bottleneck``, ``layers``, ``scopes``,
+    ``refusals``, ``cooldowns``, ``perf``; a load test adds its findings.
+    """
     doc: dict[str, Any] = {
         "kind": result.kind,
         "config": result.config,
         "seed": result.seed,
         "traffic": result.traffic,
         "duration_s": result.duration_s,
+        "warmup_s": result.warmup_s,
         "counts": {**{k: v for k, v in asdict(result.counts).items()
                       if k != "rejected_by_reason"},
                    "rejected_by_reason": dict(sorted(result.counts.rejected_by_reason.items()))},

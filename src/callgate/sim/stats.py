@@ -1,4 +1,4 @@
-"""The statistics both testers keep: levels over time, percentiles, batch-means intervals.
+"""The statistics both testers keep: levels over time, percentiles, ratio-of-sums intervals.
 
 :class:`Levels` follows how many slots each scope holds as leases start and end and
 integrates over time: the peak, the time-weighted mean, the time spent at the cap, and a
@@ -36,22 +36,49 @@ def t975(df: int) -> float:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A batch-means estimate: ``value`` +- ``half_width`` is a 95% confidence interval."""
+    """A ratio of sums over batches: ``value`` +- ``half_width`` is a 95% confidence interval.
+
+    ``value`` is ``numerator / denominator`` over the whole run after the warm-up (calls
+    over arrivals, or seconds waited over callers), so it is exactly the count divided by
+    the arrivals, whatever the batches hold: a quiet night hour weighs what its few
+    arrivals weigh, not as much as the busy hour. The half-width is the delta-method
+    (ratio estimator) interval over the batches: with ``e_i = y_i - R x_i``,
+    ``Var(R) ~ n s_e^2 / X^2``, and Student's t with ``n_eff - 1`` degrees of freedom,
+    ``n_eff = X^2 / sum(x_i^2)`` the batches' effective number (a profiled day's night
+    batches hold few calls and tell little). Batches differing systematically (a profiled
+    day) make ``s_e`` larger, never smaller, so the interval errs wide, not narrow.
+    """
 
     value: float
     half_width: float
     batches: int
+    numerator: float = 0.0
+    """Calls (or seconds) counted after the warm-up."""
+    denominator: float = 0.0
+    """Arrivals (or callers) counted after the warm-up."""
 
     @classmethod
-    def of(cls, counts: Sequence[tuple[int, int]]) -> Estimate | None:
-        """From (events, trials) per batch; batches without trials are skipped."""
-        ratios = [hits / trials for hits, trials in counts if trials > 0]
-        n = len(ratios)
+    def of(cls, counts: Sequence[tuple[float, float]],
+           total: tuple[float, float] | None = None) -> Estimate | None:
+        """From (numerator, denominator) per batch; batches with no denominator are skipped.
+
+        ``total``, when given, is the exact (numerator, denominator) of the whole run
+        (e.g. ``math.fsum`` over every wait rather than over batch sums), used for the
+        point estimate; it must equal the batches' sums up to rounding.
+        """
+        used = [(y, x) for y, x in counts if x > 0]
+        n = len(used)
         if n < 2:
             return None
-        mean = math.fsum(ratios) / n
-        var = math.fsum((r - mean) ** 2 for r in ratios) / (n - 1)
-        return cls(mean, t975(n - 1) * math.sqrt(var / n), n)
+        top, bottom = total if total is not None else (
+            math.fsum(y for y, _ in used), math.fsum(x for _, x in used))
+        ratio = top / bottom
+        spread = math.fsum((y - ratio * x) ** 2 for y, x in used) / (n - 1)
+        weight = math.fsum(x for _, x in used)
+        effective = weight * weight / math.fsum(x * x for _, x in used)
+        df = max(1, math.floor(effective + 1e-9) - 1)
+        half = t975(df) * math.sqrt(n * spread) / bottom
+        return cls(ratio, half, n, top, bottom)
 
     def covers(self, truth: float) -> bool:
         return abs(self.value - truth) <= self.half_width

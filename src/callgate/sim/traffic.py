@@ -8,7 +8,8 @@ mid-call and never say goodbye, and now and then a provider key answers 429 for 
 
 Everything is in *simulated* seconds from the start of the run (hour 0 = midnight when
 an hourly profile drives the rate). One ``random.Random(seed)`` draws every number, in
-a fixed order per call, so a seed replays the same traffic.
+a fixed order per call, so a seed replays the same traffic; nothing else draws from it
+(the simulator gives the gate a stream of its own), so it is the same on any stack.
 """
 
 from __future__ import annotations
