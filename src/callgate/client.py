@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -349,10 +350,11 @@ class GateClient:
         while True:
             interval_s = pacing.interval(lease.ttl_s)
             await self._sleep(interval_s)
+            sent = time.monotonic()
             try:
                 # The loop is its own retry: a tick that cannot connect waits for the next.
                 lease.lease = await self.renew(lease.call_id, account=account,
-                                        connect_retry=False)
+                                               connect_retry=False)
             except LeaseLostError as exc:
                 lease.mark_lost(exc.status, log)
                 return
@@ -363,6 +365,7 @@ class GateClient:
                 lease.renew_failed(exc, interval_s, log)
             else:
                 lease.renewals += 1
+                lease.confirmed_at = sent
                 pacing.renewed()
 
     async def _end(self, renewer: asyncio.Task[None], call_id: str,

@@ -246,6 +246,7 @@ class SyncGateClient:
             interval_s = pacing.interval(lease.ttl_s)
             if stop.wait(interval_s):
                 return
+            sent = time.monotonic()
             try:
                 lease.lease = self.renew(lease.call_id, account=account, connect_retry=False)
             except LeaseLostError as exc:
@@ -258,6 +259,7 @@ class SyncGateClient:
                 lease.renew_failed(exc, interval_s, log)
             else:
                 lease.renewals += 1
+                lease.confirmed_at = sent
                 pacing.renewed()
 
     def _release_logged(self, call_id: str, account: str | None = None, *,

@@ -179,6 +179,9 @@ class HeldLease:
         self.lease: GateLease = decision.lease
         self.renewals = 0
         self.lost_status: str | None = None
+        # When (time.monotonic() seconds) the request behind the last successful renewal was
+        # sent: the gate surely held the lease until then plus its TTL. None: not renewed yet.
+        self.confirmed_at: float | None = None
 
     @property
     def keys(self) -> Mapping[str, str]:

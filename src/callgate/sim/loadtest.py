@@ -289,9 +289,17 @@ class LoadTest:
                     left = plan.handle_s / self.k - (self._now() - admitted)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lease.lost.wait(), timeout=max(0.0, left))
-                    if lease.lost.is_set():  # known held until about a renewal before
+                    if lease.lost.is_set():
+                        # Surely held until the last confirmed renewal plus a TTL (less a
+                        # margin for clock skew), not until the loss was noticed: a starved
+                        # renewal lets the gate expire the lease, and then admit another.
+                        # Never renewed: no moment after the answer is sure (a promoted
+                        # lease's TTL ran from its promotion, before the poll that saw it).
                         self.tally.counts.lost += 1
-                        end = max(admitted, self._now() - 2 * renew_every)
+                        if lease.confirmed_at is not None:
+                            end = max(admitted, min(
+                                self._now() - 2 * renew_every,
+                                lease.confirmed_at + 0.9 * self.ttl_s / self.k))
                     else:
                         self.tally.counts.completed += 1
                         end = self._now()
