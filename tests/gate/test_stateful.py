@@ -17,6 +17,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from tests.conftest import make_store, stack_from
+from tests.stores import redis_server
 
 from callgate.gate import Gate
 from callgate.model import Call, Outcome, Reason, RenewStatus
@@ -140,8 +141,16 @@ class GateMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.stack = stack_from(STACK)
         limits = Gate.limits_for(self.stack)
+        if self.kind.startswith("redis"):
+            # Skip (or fail under CI) before anything is created: a temporary directory
+            # left to the garbage collector is a ResourceWarning, an error in this suite.
+            redis_server.require()
         self.tmp = tempfile.TemporaryDirectory()
-        store: Store = make_store(self.kind, Path(self.tmp.name))(limits)
+        try:
+            store: Store = make_store(self.kind, Path(self.tmp.name))(limits)
+        except BaseException:
+            self.tmp.cleanup()
+            raise
         self.gate = Gate(self.stack, store, self.clock, rng=random.Random(0))
         self.model = Model()
         self.ids = itertools.count()
