@@ -228,7 +228,7 @@ async def test_unknown_provider_or_resource_is_422(api: Api, extra: dict[str, An
         ({"attempt": 0}, "body.attempt", 0, "greater than or equal to 1"),
         ({"resources": {"db": -1}}, "body.resources.db", -1, "greater than or equal to 0"),
         ({"priorty": 3}, "body.priorty", 3, "unknown field"),
-        ({"call_id": ""}, "body.call_id", "", "at least 1 character"),
+        ({"call_id": ""}, "body.call_id", "", "1 to 256 visible ASCII characters"),
     ],
 )
 async def test_invalid_body_is_422_naming_field_and_value_and_changes_nothing(

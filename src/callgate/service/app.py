@@ -37,6 +37,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from callgate import __version__
 from callgate.config import Stack, load_stack
@@ -58,6 +59,7 @@ from callgate.service.auth import (
     visible_queue,
     visible_usage,
 )
+from callgate.service.body_limit import BodyLimit
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
 from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
@@ -127,6 +129,7 @@ def create_app(
     )
     _install_error_handlers(app, metrics)
     app.add_middleware(RequireToken, authenticator=authenticator)
+    app.add_middleware(BodyLimit)  # outermost: an oversized body is refused before anything
     _document_bearer(app)
     reload_lock = threading.Lock()
 
@@ -173,7 +176,8 @@ def create_app(
         return HotJSONResponse(DecisionOut.document(decision), headers=headers)
 
     @app.post(
-        "/v1/calls/{call_id}/renew", tags=["calls"], openapi_extra=SECURED,
+        # ":path": a call id may hold "/" (any visible ASCII), sent as %2F
+        "/v1/calls/{call_id:path}/renew", tags=["calls"], openapi_extra=SECURED,
         responses={404: {"model": RenewRefusal, "description": "No live lease to renew."},
                    **AUTH_RESPONSES},
     )
@@ -190,7 +194,7 @@ def create_app(
             raise ApiError(404, RenewRefusal.of(call_id, result.status).model_dump())
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
-    @inline_route(app, "DELETE", "/v1/calls/{call_id}", tags=["calls"], openapi_extra=SECURED,
+    @inline_route(app, "DELETE", "/v1/calls/{call_id:path}", tags=["calls"], openapi_extra=SECURED,
              responses=AUTH_RESPONSES, response_model=ReleaseOut)
     async def release(call_id: str, request: Request, account: str | None = None) -> Response:
         """The call ended (or the caller hung up while queued); idempotent.
@@ -398,6 +402,14 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         assert isinstance(exc, RequestValidationError)
         return JSONResponse(_invalid(_field_errors(exc.errors())), status_code=422)
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's and Starlette's own refusals (a body that cannot be read, a path or
+        # method no route serves), in the shape of every other error answer.
+        assert isinstance(exc, HTTPException)
+        error, detail = _HTTP_ERRORS.get(exc.status_code, ("http_error", str(exc.detail)))
+        return JSONResponse({"detail": detail, "error": error}, status_code=exc.status_code,
+                            headers=exc.headers)
+
     async def store_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
         metrics.store_error("request")
@@ -412,11 +424,20 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
         ApiError: api_error,
         RequestValidationError: invalid_request,
+        HTTPException: http_error,
         StoreError: store_down,
         Exception: unexpected,
     }
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
+
+
+_HTTP_ERRORS = {
+    400: ("bad_request", "the request body could not be read: send UTF-8 JSON"),
+    404: ("not_found", "no such route; /docs lists them"),
+    405: ("method_not_allowed", "this route does not take that method; /docs lists them"),
+}
+ECHO_MAX_CHARS = 256  # a refused value longer than this is echoed cut short
 
 
 def _invalid(fields: list[dict[str, Any]]) -> dict[str, Any]:
@@ -434,7 +455,9 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
         kind = err.get("type", "")
         name = ".".join(str(part) for part in err.get("loc", ())) or "body"
         value = err.get("input")
-        message = str(err.get("msg", "invalid value"))
+        if isinstance(value, str) and len(value) > ECHO_MAX_CHARS:
+            value = f"{value[:ECHO_MAX_CHARS]}... ({len(value)} characters)"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if kind == "missing":
             value, message = None, "field required"
         elif kind == "extra_forbidden":
