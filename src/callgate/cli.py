@@ -145,6 +145,7 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
     from callgate.gate import Gate
     from callgate.service.app import create_app, public_url
     from callgate.service.logs import configure
+    from callgate.service.server import server_config
     from callgate.stores import open_store
 
     stack = read_stack(config, store=store)
@@ -178,12 +179,8 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
                              insecure_webhooks=insecure_webhooks)
         except ConfigError as exc:
             fail(str(exc), 2)
-        # In JSON mode uvicorn's own loggers go through the root handler too, so every
-        # line is JSON; in text mode uvicorn keeps its familiar format.
-        extra: dict[str, Any] = {"log_config": None} if log_format == "json" else {}
-        server = uvicorn.Server(uvicorn.Config(
-            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
-            **extra))
+        server = uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level,
+                                              json_logs=log_format == "json"))
         base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         banner = [f"callgate {__version__}: gating {config} with store {public_url(url)}"
                   + (f", clock x{time_scale:g}" if time_scale != 1 else ""),
