@@ -9,7 +9,6 @@ reaches a user otherwise.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -82,15 +81,37 @@ def cli(debug: bool) -> None:
 # check --------------------------------------------------------------------------------
 @cli.command()
 @config_option
+@click.option("--store", envvar="CALLGATE_STORE", metavar="URL", show_envvar=True,
+              help="Check as `serve --store URL` would run.")
+@click.option("--host", envvar="CALLGATE_HOST", default="127.0.0.1", show_default=True,
+              show_envvar=True, help="Check as `serve --host` would run.")
+@click.option("--insecure-webhooks", is_flag=True,
+              help="Check as `serve --insecure-webhooks` would run.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def check(config: str | None, as_json: bool) -> None:
-    """Validate the stack and print every layer's capacity (in concurrent calls)."""
-    stack = read_stack(config)
+def check(config: str | None, store: str | None, host: str, insecure_webhooks: bool,
+          strict: bool, as_json: bool) -> None:
+    """Run every check `serve` runs, then print every layer's capacity (concurrent calls).
+
+    Exits 2 on any problem `serve` would refuse to start with (each printed once), and
+    prints warnings (exit 0; with --strict they are errors too).
+    """
+    from callgate.service.preflight import preflight  # the server's imports, only here
+
+    stack = read_stack(config, store=store)
+    findings = preflight(stack, host=host, insecure_webhooks=insecure_webhooks)
+    errors = findings.errors + (findings.warnings if strict else ())
+    if errors:
+        fail(str(ConfigError(str(config), list(errors))), 2)
+    for warning in findings.warnings:
+        _err_console().print(f"warning: {warning}", style="yellow", markup=False,
+                             soft_wrap=True)
     layers, effective, neck = layer_capacities(stack), effective_capacity(stack), bottleneck(stack)
     if as_json:
         document = {"layers": [asdict(row) for row in layers],
                     "effective": [asdict(row) for row in effective],
-                    "bottleneck": asdict(neck)}
+                    "bottleneck": asdict(neck),
+                    "warnings": [str(warning) for warning in findings.warnings]}
         click.echo(json.dumps(document, indent=2))
         return
     console = Console(highlight=False)
@@ -145,21 +166,18 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
     from callgate.gate import Gate
     from callgate.service.app import create_app, public_url
     from callgate.service.logs import configure
+    from callgate.service.preflight import bind_warnings, preflight
     from callgate.service.server import server_config
     from callgate.stores import open_store
 
     stack = read_stack(config, store=store)
-    if not stack.api.tokens and not _loopback(host):
-        fail(f"refusing to serve on --host {host}: the stack has no [[api.tokens]], so anyone "
-             "who can reach the port could take and free every slot. Add tokens (see the "
-             "README, 'Tokens') or bind a loopback address (--host 127.0.0.1).", 2)
+    # The very checks `callgate check` runs: each problem is printed once, here.
+    findings = preflight(stack, host=host, insecure_webhooks=insecure_webhooks)
+    if findings.errors:
+        fail(str(ConfigError(str(config), list(findings.errors))), 2)
     url = stack.gate.store
     clock: Clock = system_clock if time_scale == 1 else ScaledClock(time_scale)
     try:
-        if url.startswith(("redis", "rediss")):
-            from callgate.stores.redis import check_sharing
-
-            check_sharing(stack)
         gate_store = open_store(url, Gate.limits_for(stack))
         gate = Gate(stack, gate_store, clock)  # writes the stack's limits to the store
     except ConfigError as exc:
@@ -169,9 +187,8 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
     log_level = log_level.lower()
     configure(logging.DEBUG if log_level == "trace" else getattr(logging, log_level.upper()),
               "json" if log_format == "json" else "text")
-    if not stack.api.tokens:
-        logging.getLogger("callgate.serve").warning(
-            "no [[api.tokens]] in the stack: the API on %s is open to every local process", host)
+    for warning in bind_warnings(stack, host):  # the app logs its own (app_warnings)
+        logging.getLogger("callgate.serve").warning("%s", warning)
     try:
         try:
             app = create_app(gate, store_url=url,
@@ -198,16 +215,6 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
         gate_store.close()
     if not server.started:
         fail("the server did not start; see the log above", 1)
-
-
-def _loopback(host: str) -> bool:
-    """Is ``host`` a loopback address (only processes on this machine can connect)?"""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _exit_cleanly_after_signals() -> None:

@@ -44,7 +44,6 @@ from callgate.config import Stack, load_stack
 from callgate.errors import (
     CallConflictError,
     ConfigError,
-    ConfigIssue,
     StoreError,
     UnknownNumberError,
     UnknownProviderError,
@@ -62,6 +61,7 @@ from callgate.service.auth import (
 from callgate.service.body_limit import BodyLimit
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
+from callgate.service.preflight import app_warnings, check_edges, webhooks_enabled
 from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
 from callgate.service.schemas import (
     CallRequest,
@@ -120,9 +120,9 @@ def create_app(
     Raises :class:`ConfigError` when a token's environment variable is unset or the
     ``[twilio]`` webhooks could not work (no stream URL, no auth token, bad proxy entry).
     """
-    authenticator = Authenticator(_check_edges(gate.stack, config_path, insecure_webhooks))
+    authenticator = Authenticator(check_edges(gate.stack, config_path, insecure_webhooks))
     metrics = Metrics(gate)
-    webhooks = _webhooks_enabled(gate.stack)
+    webhooks = webhooks_enabled(gate.stack)
     app = FastAPI(
         title="callgate", version=__version__, description=DESCRIPTION,
         lifespan=_reaper(gate, reaper_interval_s, metrics),
@@ -250,7 +250,7 @@ def create_app(
         with reload_lock:
             try:
                 stack = load_stack(config_path, store=store_url or None)
-                tokens = _check_edges(stack, config_path, insecure_webhooks, webhooks=webhooks)
+                tokens = check_edges(stack, config_path, insecure_webhooks, webhooks=webhooks)
             except ConfigError as exc:
                 issues = [{"path": i.path, "value": _jsonable(i.value), "message": i.message}
                           for i in exc.issues]
@@ -259,7 +259,7 @@ def create_app(
             if stack.gate.store != gate.stack.gate.store:
                 log.warning("reload: gate.store changed to %r; a new store needs a restart",
                             stack.gate.store)
-            if _webhooks_enabled(stack) and not webhooks:
+            if webhooks_enabled(stack) and not webhooks:
                 log.warning("reload: [twilio] was added; restart to serve the webhooks")
             gate.reload(stack)
             authenticator.replace(tokens)
@@ -294,9 +294,8 @@ def create_app(
 
         app.include_router(twilio_router(gate, decide=decide, release=end, renew=heartbeat,
                                          insecure=insecure_webhooks))
-        if insecure_webhooks or not gate.stack.twilio.validate_signatures:
-            log.warning("Twilio webhook signatures are NOT validated: anyone who can reach "
-                        "/twilio/* can take and free slots; for local testing only")
+    for warning in app_warnings(gate.stack, insecure_webhooks):
+        log.warning("%s", warning)
     # Each request is matched against the routes in order: try the hot ones before the
     # docs' four (no path of one can match another's, so only the order of the OpenAPI
     # document's paths changes).
@@ -351,31 +350,6 @@ def _check_number(stack: Stack, principal: Principal, number: str) -> None:
     if principal.account is not None and spec is not None and spec.account != principal.account:
         detail = f"number {number!r} is not in the stack; add it under [numbers] to gate it"
         raise ApiError(404, {"detail": detail, "error": "unknown_number"})
-
-
-def _webhooks_enabled(stack: Stack) -> bool:
-    return "twilio" in stack.model_fields_set
-
-
-def _check_edges(stack: Stack, source: str | None, insecure: bool, *,
-                 webhooks: bool | None = None) -> tuple[tuple[bytes, Principal], ...]:
-    """The resolved tokens; raises ConfigError listing every token and webhook problem."""
-    issues: list[ConfigIssue] = []
-    tokens: tuple[tuple[bytes, Principal], ...] = ()
-    try:
-        tokens = Authenticator.resolve(stack.api.tokens)
-    except ConfigError as exc:
-        issues += exc.issues
-    if _webhooks_enabled(stack) if webhooks is None else webhooks:
-        try:
-            from callgate.service.twilio import check_stack
-        except ImportError as exc:
-            issues.append(ConfigIssue("twilio", "(table)", str(exc)))
-        else:
-            issues += check_stack(stack, insecure=insecure)
-    if issues:
-        raise ConfigError(source or "stack", issues)
-    return tokens
 
 
 def _runner(gate: Gate) -> Callable[..., Awaitable[Any]]:
