@@ -27,6 +27,7 @@ from rich.table import Table
 from callgate import __version__
 from callgate.config import CONFIG_ENV, Stack, load_stack
 from callgate.errors import ConfigError, StoreError
+from callgate.flags import finite
 from callgate.planning.capacity import (
     LayerCapacity,
     bottleneck,
@@ -142,9 +143,9 @@ def _table(title: str, rows: list[LayerCapacity]) -> Table:
 @click.option("--port", envvar="CALLGATE_PORT", type=click.IntRange(1, 65535), default=8080,
               show_default=True, show_envvar=True)
 @click.option("--time-scale", envvar="CALLGATE_TIME_SCALE", show_envvar=True, default=1.0,
-              type=click.FloatRange(min=0, min_open=True), show_default=True,
+              type=finite(min=0, min_open=True), show_default=True,
               help="Run the gate's clock this many times faster (for compressed load tests).")
-@click.option("--reaper-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--reaper-interval", type=finite(min=0), default=1.0, show_default=True,
               metavar="SECONDS", help="Wall seconds between expiry sweeps (0: no sweeps).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="info", show_default=True)

@@ -64,10 +64,15 @@ from callgate.service.metrics import Metrics
 from callgate.service.preflight import app_warnings, check_edges, webhooks_enabled
 from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
 from callgate.service.schemas import (
+    AcquireInvalidOut,
     CallRequest,
     DecisionOut,
+    ErrorOut,
     HealthOut,
+    InvalidRequestOut,
+    InvalidStackOut,
     LeaseOut,
+    NotReadyOut,
     ProviderErrorOut,
     ProviderErrorRequest,
     ReadyOut,
@@ -75,6 +80,8 @@ from callgate.service.schemas import (
     ReloadOut,
     RenewOut,
     RenewRefusal,
+    StoreDownOut,
+    TooLargeOut,
     retry_after_header,
 )
 
@@ -157,7 +164,7 @@ def create_app(
         return result
 
     @inline_route(app, "POST", "/v1/calls", tags=["calls"], openapi_extra=SECURED,
-             responses=AUTH_RESPONSES, response_model=DecisionOut)
+             responses=_errors("POST", "/v1/calls"), response_model=DecisionOut)
     async def acquire(body: CallRequest, request: Request) -> Response:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
         principal = principal_of(request)
@@ -178,8 +185,8 @@ def create_app(
     @app.post(
         # ":path": a call id may hold "/" (any visible ASCII), sent as %2F
         "/v1/calls/{call_id:path}/renew", tags=["calls"], openapi_extra=SECURED,
-        responses={404: {"model": RenewRefusal, "description": "No live lease to renew."},
-                   **AUTH_RESPONSES},
+        responses={**_errors("POST", "/v1/calls/{call_id}/renew"),
+                   404: {"model": RenewRefusal, "description": "No live lease to renew."}},
     )
     async def renew(
         call_id: str,
@@ -195,7 +202,7 @@ def create_app(
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
     @inline_route(app, "DELETE", "/v1/calls/{call_id:path}", tags=["calls"], openapi_extra=SECURED,
-             responses=AUTH_RESPONSES, response_model=ReleaseOut)
+             responses=_errors("DELETE", "/v1/calls/{call_id}"), response_model=ReleaseOut)
     async def release(call_id: str, request: Request, account: str | None = None) -> Response:
         """The call ended (or the caller hung up while queued); idempotent.
 
@@ -205,7 +212,8 @@ def create_app(
         result = await end(call_id, _acting_for(principal_of(request), account))
         return HotJSONResponse({"released": result.released, "cancelled": result.cancelled})
 
-    @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED,
+             responses=_errors("GET", "/v1/usage"))
     def usage(request: Request) -> dict[str, Any]:
         """Every layer's in-use, cap and queued; windows; key cooldowns (an account: its own)."""
         principal = principal_of(request)
@@ -214,7 +222,8 @@ def create_app(
             return document
         return visible_usage(document, gate.stack, principal.account)
 
-    @app.get("/v1/queue", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    @app.get("/v1/queue", tags=["state"], openapi_extra=SECURED,
+             responses=_errors("GET", "/v1/queue"))
     def queue(request: Request) -> dict[str, Any]:
         """Every queued call, per number in queue order (an account token: its own)."""
         principal = principal_of(request)
@@ -224,7 +233,8 @@ def create_app(
         return {"entries": entries}
 
     @app.post("/v1/providers/{provider}/keys/{key}/errors", tags=["providers"],
-              openapi_extra=SECURED, responses=AUTH_RESPONSES)
+              openapi_extra=SECURED,
+              responses=_errors("POST", "/v1/providers/{provider}/keys/{key}/errors"))
     def provider_error(provider: str, key: str, body: ProviderErrorRequest,
                        request: Request) -> ProviderErrorOut:
         """A provider answered 429/5xx (cool the key down) or 401/403 (disable it until reload)."""
@@ -240,7 +250,7 @@ def create_app(
                                 cooldown_until=None if math.isinf(until) else until)
 
     @app.post("/v1/admin/reload", tags=["admin"], openapi_extra=SECURED,
-              responses=AUTH_RESPONSES)
+              responses=_errors("POST", "/v1/admin/reload"))
     def reload(request: Request) -> ReloadOut:
         """Re-read the stack file; leases and queues are kept, a bad file changes nothing."""
         _require_admin(principal_of(request), "reload the stack")
@@ -267,13 +277,13 @@ def create_app(
         log.info("reloaded %s: %d capped scopes", config_path, layers)
         return ReloadOut(reloaded=True, layers=layers)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=_errors("GET", "/healthz", secured=False))
     def healthz() -> HealthOut:
         """The process is up."""
         return HealthOut(status="ok")
 
     @app.get("/readyz", tags=["health"],
-             responses={503: {"description": "The store cannot be reached."}})
+             responses=_errors("GET", "/readyz", secured=False))
     def readyz() -> ReadyOut:
         """The store answers: this process can decide calls."""
         try:
@@ -284,7 +294,8 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}},
-                              "description": "Prometheus text exposition."}})
+                              "description": "Prometheus text exposition."},
+                        **_errors("GET", "/metrics", secured=False)})
     def prometheus() -> Response:
         """Prometheus metrics: occupancy read from the store at scrape time, and event counters."""
         return Response(metrics.render(), media_type=metrics.content_type)
@@ -293,7 +304,8 @@ def create_app(
         from callgate.service.twilio import twilio_router
 
         app.include_router(twilio_router(gate, decide=decide, release=end, renew=heartbeat,
-                                         insecure=insecure_webhooks))
+                                         insecure=insecure_webhooks),
+                           responses={**EVERY_ROUTE_ERRORS, **WEBHOOK_ERRORS})
     for warning in app_warnings(gate.stack, insecure_webhooks):
         log.warning("%s", warning)
     # Each request is matched against the routes in order: try the hot ones before the
@@ -307,9 +319,60 @@ def create_app(
 BEARER = "bearer"
 SECURED: dict[str, Any] = {"security": [{BEARER: []}]}
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No bearer token, or one no tenant owns."},
-    403: {"description": "The token may not do this (another account, or admin only)."},
+    401: {"model": ErrorOut, "description": "No bearer token, or one no tenant owns."},
+    403: {"model": ErrorOut,
+          "description": "The token may not do this (another account, or admin only)."},
 }
+
+
+# what each route answers when it cannot decide: the OpenAPI shows these bodies, and
+# tests/test_error_answers.py checks every error answer the suite sees against them
+def _error(model: Any, description: str) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+_UNREADABLE = _error(ErrorOut, "The body is not UTF-8 JSON (error: bad_request).")
+_BAD_FIELD = _error(InvalidRequestOut, "A field is missing, unknown or out of bounds.")
+_STORE_DOWN = _error(StoreDownOut, "The store did not answer; retry shortly.")
+ROUTE_ERRORS: dict[tuple[str, str], dict[int | str, dict[str, Any]]] = {
+    ("POST", "/v1/calls"): {
+        400: _UNREADABLE,
+        404: _error(ErrorOut, "The number is not in the stack (error: unknown_number)."),
+        409: _error(ErrorOut, "The call id was used with another body (error: call_conflict)."),
+        422: _error(AcquireInvalidOut,
+                    "A bad field, or a provider or resource the stack lacks "
+                    "(error: unknown_provider)."),
+    },
+    ("POST", "/v1/calls/{call_id}/renew"): {422: _BAD_FIELD, 503: _STORE_DOWN},
+    ("DELETE", "/v1/calls/{call_id}"): {422: _BAD_FIELD, 503: _STORE_DOWN},
+    ("GET", "/v1/usage"): {503: _STORE_DOWN},
+    ("GET", "/v1/queue"): {503: _STORE_DOWN},
+    ("POST", "/v1/providers/{provider}/keys/{key}/errors"): {
+        400: _UNREADABLE, 422: _BAD_FIELD,
+        404: _error(ErrorOut, "No such provider or key (error: unknown_provider)."),
+        503: _STORE_DOWN},
+    ("POST", "/v1/admin/reload"): {
+        409: _error(ErrorOut, "Started without a stack file (error: no_config)."),
+        422: _error(InvalidStackOut, "The stack file is invalid; the running stack is kept."),
+        503: _STORE_DOWN},
+    ("GET", "/readyz"): {503: _error(NotReadyOut, "The store cannot be reached.")},
+}
+EVERY_ROUTE_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: _error(TooLargeOut, "The body is over 64 KiB; it was not read."),
+    500: _error(ErrorOut, "A bug (error: internal); the server log has the details."),
+}
+WEBHOOK_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "A bad or missing X-Twilio-Signature; nothing was changed.",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    422: _BAD_FIELD,
+}
+
+
+def _errors(method: str, path: str, *, secured: bool = True
+            ) -> dict[int | str, dict[str, Any]]:
+    """The error answers of one route, for its OpenAPI ``responses``."""
+    return {**EVERY_ROUTE_ERRORS, **(AUTH_RESPONSES if secured else {}),
+            **ROUTE_ERRORS.get((method, path), {})}
 
 
 def _document_bearer(app: FastAPI) -> None:
@@ -318,7 +381,13 @@ def _document_bearer(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schemes = build().setdefault("components", {}).setdefault("securitySchemes", {})
+            document = build()
+            # FastAPI's default 422 schemas: every route documents the 422 it really sends
+            schemas = document.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" not in json.dumps(document.get("paths", {})):
+                schemas.pop("HTTPValidationError", None)
+                schemas.pop("ValidationError", None)
+            schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
             schemes[BEARER] = {"type": "http", "scheme": "bearer",
                                "description": "A token from the stack's [[api.tokens]]; "
                                               "not needed when none are configured."}

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from callgate.config import E164
 from callgate.model import (
@@ -228,3 +228,63 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready"]
     store: str
+
+
+# error answers --------------------------------------------------------------------------
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where: body.call_id, query.ttl_s, ...")
+    value: Any = Field(description="What was sent (cut short past 256 characters).")
+    message: str = Field(description="What is accepted.")
+
+
+class InvalidRequestOut(BaseModel):
+    """422: a field is missing, unknown or out of bounds; nothing was changed."""
+
+    detail: list[FieldProblem]
+    error: Literal["invalid request"]
+
+
+class ErrorOut(BaseModel):
+    """A request the API refuses: ``detail`` says why, ``error`` is a stable code."""
+
+    detail: str
+    error: str = Field(description="unknown_number, call_conflict, unknown_provider, "
+                                   "no_config, forbidden, missing_token, invalid_token, "
+                                   "bad_request, not_found, method_not_allowed, internal")
+
+
+class TooLargeOut(BaseModel):
+    """413: the request body is over the limit; it was not read."""
+
+    error: Literal["request too large"]
+    limit_bytes: int
+
+
+class StoreDownOut(BaseModel):
+    """503: the store did not answer; retry shortly (acquire answers a decision instead)."""
+
+    detail: str
+    reason: Literal["store_unavailable"]
+
+
+class NotReadyOut(BaseModel):
+    status: Literal["store_unavailable"]
+    detail: str
+
+
+class StackProblem(BaseModel):
+    path: str
+    value: Any
+    message: str
+
+
+class InvalidStackOut(BaseModel):
+    """422 on reload: the stack file is invalid; the running stack is unchanged."""
+
+    detail: str
+    error: Literal["invalid_stack"]
+    issues: list[StackProblem]
+
+
+class AcquireInvalidOut(RootModel[InvalidRequestOut | ErrorOut]):
+    """422 on acquire: a bad field, or a provider or resource the stack lacks."""
