@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -9,9 +10,12 @@ import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, settings
+from tests import error_answers
 
 from callgate.config import Stack, parse_stack
 from callgate.gate import Gate
@@ -89,3 +93,73 @@ def make_gate(store_factory: StoreFactory) -> GateFactory:
 def anyio_backend() -> str:
     """Async tests run on asyncio (the event loop uvicorn and the client use)."""
     return "asyncio"
+
+
+# every error answer the suite receives, judged at the end against the OpenAPI -----------
+def _callgate_document(app: object) -> dict[str, Any] | None:
+    from fastapi import FastAPI
+
+    if isinstance(app, FastAPI) and app.title == "callgate":
+        return app.openapi()
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collect_error_answers() -> Iterator[None]:
+    """Keep every error answer a callgate app gives a test (in process or over a socket)."""
+    async_send, sync_send = httpx.AsyncClient.send, httpx.Client.send
+    # A real server's document, fetched once per test (a port may serve another app later).
+    documents: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    async def send_async(self: httpx.AsyncClient, request: httpx.Request,
+                         **kwargs: Any) -> httpx.Response:
+        response = await async_send(self, request, **kwargs)
+        if response.status_code >= 400 and not kwargs.get("stream"):
+            transport = self._transport
+            if isinstance(transport, httpx.ASGITransport):
+                error_answers.record(_callgate_document(transport.app), response)
+            elif request.url.host in ("127.0.0.1", "localhost"):
+                key = _server_key(request)
+                if key not in documents:
+                    with contextlib.suppress(httpx.HTTPError):  # not ours, or gone
+                        documents[key] = _json_or_none(await async_send(self, httpx.Request(
+                            "GET", request.url.copy_with(path="/openapi.json", query=None))))
+                error_answers.record(documents.get(key), response)
+        return response
+
+    def send_sync(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        response = sync_send(self, request, **kwargs)
+        if (response.status_code >= 400 and not kwargs.get("stream")
+                and request.url.host in ("127.0.0.1", "localhost")):
+            key = _server_key(request)
+            if key not in documents:
+                with contextlib.suppress(httpx.HTTPError):  # not ours, or gone
+                    documents[key] = _json_or_none(sync_send(self, httpx.Request(
+                        "GET", request.url.copy_with(path="/openapi.json", query=None))))
+            error_answers.record(documents.get(key), response)
+        return response
+
+    httpx.AsyncClient.send = send_async  # type: ignore[method-assign]
+    httpx.Client.send = send_sync  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        httpx.AsyncClient.send = async_send  # type: ignore[method-assign]
+        httpx.Client.send = sync_send  # type: ignore[method-assign]
+
+
+def _server_key(request: httpx.Request) -> tuple[str, str]:
+    return os.environ.get("PYTEST_CURRENT_TEST", ""), f"{request.url.host}:{request.url.port}"
+
+
+def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        document = response.json()
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The judge of error answers runs last, after every test that received one."""
+    items.sort(key=lambda item: item.path.name == error_answers.JUDGE)

@@ -127,10 +127,12 @@ def test_music_without_its_length_or_a_length_without_music_is_refused() -> None
 def test_check_refuses_a_music_loop_longer_than_half_the_poll_timeout(tmp_path: Path) -> None:
     """`callgate check` exits 2 naming hold_music_loop, its value and the bound."""
     text = EXAMPLE.read_text(encoding="utf-8") + (
-        '\n[twilio]\nhold_music_url = "https://cdn.test/loop.mp3"\nhold_music_loop = "20s"\n')
+        '\n[twilio]\nhold_music_url = "https://cdn.test/loop.mp3"\nhold_music_loop = "20s"\n'
+        'stream_url = "wss://agent.test/stream"\nauth_token_env = "PROMPTS_TWILIO_TOKEN"\n')
     path = tmp_path / "stack.toml"
     path.write_text(text, encoding="utf-8")
-    runner = CliRunner(env={"CALLGATE_CONFIG": None, "CALLGATE_DEBUG": None, "COLUMNS": "200"})
+    runner = CliRunner(env={"CALLGATE_CONFIG": None, "CALLGATE_DEBUG": None, "COLUMNS": "200",
+                            "PROMPTS_TWILIO_TOKEN": "a-token"})
     result = runner.invoke(cli, ["check", "--config", str(path)])
     assert result.exit_code == 2
     assert "twilio.hold_music_loop = 20.0: at most gate.poll_timeout / 2 (15 s)" in result.stderr
@@ -150,6 +152,7 @@ def test_check_warns_about_a_hold_message_too_long_to_say_between_polls(tmp_path
     runner = CliRunner(env={"CALLGATE_CONFIG": None, "CALLGATE_DEBUG": None, "COLUMNS": "200"})
     result = runner.invoke(cli, ["check", "--config", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    [warning] = json.loads(result.stdout)["warnings"]
-    assert warning.startswith("inbound.hold_message takes about 27s to say")
+    [warning] = [w for w in json.loads(result.stdout)["warnings"] if "hold_message" in w]
+    assert warning.startswith("inbound.hold_message = 'please please")
+    assert "takes about 27s to say" in warning
     assert "gate.poll_timeout / 2 (15s)" in warning

@@ -9,7 +9,6 @@ reaches a user otherwise.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -18,7 +17,6 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -27,8 +25,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from callgate import __version__
-from callgate.config import CONFIG_ENV, Stack, load_stack, stack_warnings
+from callgate.config import CONFIG_ENV, Stack, load_stack
 from callgate.errors import ConfigError, StoreError
+from callgate.flags import finite
 from callgate.planning.capacity import (
     LayerCapacity,
     bottleneck,
@@ -40,9 +39,8 @@ from callgate.sim.commands import loadtest, simulate
 from callgate.status import status
 
 if TYPE_CHECKING:
-    import uvicorn
 
-    from callgate.service.stream import EventStreams
+    pass
 
 DEBUG_ENV = "CALLGATE_DEBUG"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -89,23 +87,42 @@ def cli(debug: bool) -> None:
 # check --------------------------------------------------------------------------------
 @cli.command()
 @config_option
+@click.option("--store", envvar="CALLGATE_STORE", metavar="URL", show_envvar=True,
+              help="Check as `serve --store URL` would run.")
+@click.option("--host", envvar="CALLGATE_HOST", default="127.0.0.1", show_default=True,
+              show_envvar=True, help="Check as `serve --host` would run.")
+@click.option("--insecure-webhooks", is_flag=True,
+              help="Check as `serve --insecure-webhooks` would run.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def check(config: str | None, as_json: bool) -> None:
-    """Validate the stack and print every layer's capacity (in concurrent calls)."""
-    stack = read_stack(config)
+def check(config: str | None, store: str | None, host: str, insecure_webhooks: bool,
+          strict: bool, as_json: bool) -> None:
+    """Run every check `serve` runs, then print every layer's capacity (concurrent calls).
+
+    Exits 2 on any problem `serve` would refuse to start with (each printed once), and
+    prints warnings (exit 0; with --strict they are errors too).
+    """
+    from callgate.service.preflight import preflight  # the server's imports, only here
+
+    stack = read_stack(config, store=store)
+    findings = preflight(stack, host=host, insecure_webhooks=insecure_webhooks)
+    errors = findings.errors + (findings.warnings if strict else ())
+    if errors:
+        fail(str(ConfigError(str(config), list(errors))), 2)
+    for warning in findings.warnings:
+        _err_console().print(f"warning: {warning}", style="yellow", markup=False,
+                             soft_wrap=True)
     layers, effective, neck = layer_capacities(stack), effective_capacity(stack), bottleneck(stack)
-    warnings = stack_warnings(stack)
     if as_json:
         document = {"layers": [asdict(row) for row in layers],
                     "effective": [asdict(row) for row in effective],
-                    "bottleneck": asdict(neck), "warnings": warnings}
+                    "bottleneck": asdict(neck),
+                    "warnings": [str(warning) for warning in findings.warnings]}
         click.echo(json.dumps(document, indent=2))
         return
     console = Console(highlight=False)
     console.print(_table(f"{config}: capacity per scope (concurrent calls)", layers))
     console.print(_table("Effective capacity per layer, across the stack", effective))
-    for warning in warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"[green]stack OK.[/] Bottleneck: [bold]{escape(neck.layer)} "
                   f"{escape(neck.scope)}[/], {neck.cap} concurrent calls.")
 
@@ -131,9 +148,9 @@ def _table(title: str, rows: list[LayerCapacity]) -> Table:
 @click.option("--port", envvar="CALLGATE_PORT", type=click.IntRange(1, 65535), default=8080,
               show_default=True, show_envvar=True)
 @click.option("--time-scale", envvar="CALLGATE_TIME_SCALE", show_envvar=True, default=1.0,
-              type=click.FloatRange(min=0, min_open=True), show_default=True,
+              type=finite(min=0, min_open=True), show_default=True,
               help="Run the gate's clock this many times faster (for compressed load tests).")
-@click.option("--reaper-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--reaper-interval", type=finite(min=0), default=1.0, show_default=True,
               metavar="SECONDS", help="Wall seconds between expiry sweeps (0: no sweeps).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="info", show_default=True)
@@ -152,28 +169,25 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
     Without [[api.tokens]] in the stack the API is open, so it is served only on a
     loopback address; /healthz, /readyz and /metrics are always open.
     """
-    import uvicorn  # here, not at the top: `check` should not pay for the server's imports
 
     from callgate.clock import Clock, ScaledClock, system_clock
     from callgate.gate import Gate
     from callgate.service.app import create_app, public_url, reloader
     from callgate.service.logs import configure, mask_query_tokens
+    from callgate.service.preflight import bind_warnings, preflight
+    from callgate.service.server import draining_server, server_config
     from callgate.service.signals import hold_hangups, reload_on_hangup
     from callgate.stores import open_store
 
     held = hold_hangups()  # a HUP during start-up reloads once serving, never kills
     stack = read_stack(config, store=store)
-    if not stack.api.tokens and not _loopback(host):
-        fail(f"refusing to serve on --host {host}: the stack has no [[api.tokens]], so anyone "
-             "who can reach the port could take and free every slot. Add tokens (see the "
-             "README, 'Tokens') or bind a loopback address (--host 127.0.0.1).", 2)
+    # The very checks `callgate check` runs: each problem is printed once, here.
+    findings = preflight(stack, host=host, insecure_webhooks=insecure_webhooks)
+    if findings.errors:
+        fail(str(ConfigError(str(config), list(findings.errors))), 2)
     url = stack.gate.store
     clock: Clock = system_clock if time_scale == 1 else ScaledClock(time_scale)
     try:
-        if url.startswith(("redis", "rediss")):
-            from callgate.stores.redis import check_sharing
-
-            check_sharing(stack)
         gate_store = open_store(url, Gate.limits_for(stack))
         gate = Gate(stack, gate_store, clock)  # writes the stack's limits to the store
     except ConfigError as exc:
@@ -183,9 +197,8 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
     log_level = log_level.lower()
     configure(logging.DEBUG if log_level == "trace" else getattr(logging, log_level.upper()),
               "json" if log_format == "json" else "text")
-    if not stack.api.tokens:
-        logging.getLogger("callgate.serve").warning(
-            "no [[api.tokens]] in the stack: the API on %s is open to every local process", host)
+    for warning in bind_warnings(stack, host):  # the app logs its own (app_warnings)
+        logging.getLogger("callgate.serve").warning("%s", warning)
     try:
         try:
             app = create_app(gate, store_url=url,
@@ -193,12 +206,9 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
                              insecure_webhooks=insecure_webhooks)
         except ConfigError as exc:
             fail(str(exc), 2)
-        # In JSON mode uvicorn's own loggers go through the root handler too, so every
-        # line is JSON; in text mode uvicorn keeps its familiar format.
-        extra: dict[str, Any] = {"log_config": None} if log_format == "json" else {}
-        server = _draining_server(uvicorn.Config(
-            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
-            **extra), app.state.streams)
+        server = draining_server(server_config(app, host=host, port=port, log_level=log_level,
+                                               json_logs=log_format == "json"),
+                                 app.state.streams)
         mask_query_tokens()  # after uvicorn.Config, which sets up uvicorn's loggers
         base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         banner = [f"callgate {__version__}: gating {config} with store {public_url(url)}"
@@ -218,33 +228,6 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
         gate_store.close()
     if not server.started:
         fail("the server did not start; see the log above", 1)
-
-
-def _draining_server(config: uvicorn.Config, streams: EventStreams) -> uvicorn.Server:
-    """uvicorn's server, which also ends the open event streams when a signal starts the drain.
-
-    uvicorn waits for every open response before it exits, and an event stream never ends
-    by itself: without this, a headroom page left open would hold SIGTERM for the whole
-    graceful timeout. (Imported here so that ``callgate check`` never imports uvicorn.)
-    """
-    import uvicorn
-
-    class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            streams.close()
-            super().handle_exit(sig, frame)
-
-    return DrainingServer(config)
-
-
-def _loopback(host: str) -> bool:
-    """Is ``host`` a loopback address (only processes on this machine can connect)?"""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _exit_cleanly_after_signals() -> None:

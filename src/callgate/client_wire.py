@@ -236,6 +236,9 @@ _E = TypeVar("_E", Outcome, Layer, Reason)
 
 
 def quoted_id(call_id: str) -> str:
+    """``call_id`` as one path segment; "." and ".." escaped too, or URLs would drop them."""
+    if call_id in (".", ".."):
+        return call_id.replace(".", "%2E")
     return quote(call_id, safe="")
 
 

@@ -18,7 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PositiveInt,
+    Strict,
     ValidationError,
     field_validator,
 )
@@ -29,6 +29,12 @@ from callgate.model import DEFAULT_OVERFLOW_MESSAGE
 from callgate.prompts import hold_message_warnings, hold_music_issues
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Caps, counts, prices and switches take exactly their type: TOML `true` is not a cap of 1,
+# nor "2" a cap of 2 (pydantic's lax mode would take both). A float takes an integer.
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+Count = Annotated[int, Strict(), Field(ge=0)]
+Money = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Flag = Annotated[bool, Strict()]
 Direction = Literal["inbound", "outbound"]
 E164 = r"^\+[1-9]\d{1,14}$"
 CONFIG_ENV = "CALLGATE_CONFIG"
@@ -51,7 +57,7 @@ class GateSettings(_Frozen):
     max_call_duration: Duration = Field(default=7200.0, gt=0)
     store: str = "sqlite:///callgate.db"
     on_store_error: Literal["reject", "admit_local"] = "reject"
-    local_fraction: float = Field(default=0.1, gt=0, le=1)
+    local_fraction: Annotated[float, Strict()] = Field(default=0.1, gt=0, le=1)
     mode: Literal["enforce", "shadow"] = "enforce"
     poll_timeout: Duration = Field(default=30.0, gt=0)
     tombstone_ttl: Duration = Field(default=60.0, gt=0)
@@ -76,7 +82,7 @@ class Trunk(_Frozen):
 
 class Plan(_Frozen):
     max_concurrent: PositiveInt
-    price: float | None = Field(default=None, ge=0)
+    price: Money | None = None
 
 
 class _Prompted(_Frozen):
@@ -95,7 +101,7 @@ class _Prompted(_Frozen):
 
 class Account(_Prompted):
     plan: str
-    reserved_inbound: int = Field(default=0, ge=0)
+    reserved_inbound: Count = 0
     windows: tuple[Window, ...] = ()
     auth_token_env: str | None = None  # the account's webhook signing token, when it differs
     stream_url: str | None = None  # the agent's media stream for this account's calls
@@ -114,7 +120,7 @@ class Provider(_Frozen):
     sessions_per_key: PositiveInt
     max_sessions: PositiveInt | None = None
     cooldown: Duration = Field(default=30.0, gt=0)
-    required: bool = True
+    required: Flag = True
     windows: tuple[Window, ...] = ()
 
     @field_validator("keys")
@@ -133,7 +139,7 @@ class Resource(_Frozen):
 
 
 class Inbound(_Frozen):
-    queue_max: int = Field(default=20, ge=0)
+    queue_max: Count = 20
     max_wait: Duration = Field(default=120.0, ge=0)
     hold_message: str = "All our agents are busy. Please hold; your call matters to us."
     overflow_message: str = DEFAULT_OVERFLOW_MESSAGE
@@ -154,10 +160,10 @@ class Outbound(_Frozen):
 class Costs(_Frozen):
     """Monthly price of one more unit of each layer, for the planner's cheapest fix."""
 
-    number: float | None = Field(default=None, ge=0)
-    trunk_channel: float | None = Field(default=None, ge=0)
-    provider_session: dict[str, float] = {}
-    resource_unit: dict[str, float] = {}
+    number: Money | None = None
+    trunk_channel: Money | None = None
+    provider_session: dict[str, Money] = {}
+    resource_unit: dict[str, Money] = {}
 
 
 class Token(_Frozen):
@@ -169,7 +175,7 @@ class Token(_Frozen):
 
     name: str
     account: str | None = None
-    admin: bool = False
+    admin: Flag = False
     env: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
@@ -190,10 +196,10 @@ class TwilioSettings(_Frozen):
     hold_pause: Duration = Field(default=10.0, gt=0)
     voice: str | None = None  # <Say voice=...>, e.g. "Polly.Joanna"
     language: str | None = None  # <Say language=...>, e.g. "en-US"
-    say_position: bool = False
+    say_position: Flag = False
     reject_style: Literal["hangup", "busy", "rejected"] = "hangup"
     webhook_lease_ttl: Duration | None = Field(default=None, gt=0)
-    validate_signatures: bool = True
+    validate_signatures: Flag = True
 
 
 class Stack(_Frozen):
@@ -225,15 +231,15 @@ COMMON_RING_TIMEOUT_S = 60.0
 """The ring timeout most providers default to (Twilio's ``timeout``): 60 s."""
 
 
-def stack_warnings(stack: Stack) -> list[str]:
-    """What is valid but likely to drop real calls, for ``callgate check`` to say."""
+def stack_warnings(stack: Stack) -> list[ConfigIssue]:
+    """What is valid but likely to drop real calls (``check`` prints it, ``serve`` logs it)."""
     warnings = []
     if stack.outbound.dial_ttl < COMMON_RING_TIMEOUT_S:
-        warnings.append(
-            f"[outbound] dial_ttl = {stack.outbound.dial_ttl:g}s is below the common ring "
-            f"timeout ({COMMON_RING_TIMEOUT_S:g}s): an outbound call answered after "
-            f"{stack.outbound.dial_ttl:g}s finds its lease expired and is hung up; raise "
-            "dial_ttl or dial with a shorter ring timeout")
+        warnings.append(ConfigIssue(
+            "outbound.dial_ttl", f"{stack.outbound.dial_ttl:g}s",
+            f"below the common ring timeout ({COMMON_RING_TIMEOUT_S:g}s): an outbound call "
+            f"answered after {stack.outbound.dial_ttl:g}s finds its lease expired and is hung "
+            "up; raise dial_ttl or dial with a shorter ring timeout"))
     return warnings + hold_message_warnings(stack)
 
 
@@ -254,12 +260,22 @@ def _issues_from(error: ValidationError) -> list[ConfigIssue]:
         # pydantic appends the validator's name to some locations (e.g. a dict key check).
         loc = tuple(p for p in err["loc"] if p not in ("[key]", "function-after[_unique_keys()]"))
         message = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
         if err["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see the stack reference in the README)"
+        elif err["type"] == "missing":
+            value, message = None, "required key is missing"
         elif err["type"] == "string_pattern_mismatch":
-            message = "numbers must be E.164: '+' then up to 15 digits, e.g. \"+14155550100\""
-        issues.append(ConfigIssue(_format_loc(loc), err.get("input"), message))
+            message = _PATTERN_MESSAGES.get(str(loc[0]) if loc else "", message)
+        issues.append(ConfigIssue(_format_loc(loc), value, message))
     return issues
+
+
+_PATTERN_MESSAGES = {
+    "numbers": "numbers must be E.164: '+' then up to 15 digits, e.g. \"+14155550100\"",
+    "api": "expected the token's SHA-256 as 64 lowercase hex characters "
+           "(printf %s \"$TOKEN\" | sha256sum)",
+}
 
 
 def _cross_check(stack: Stack) -> list[ConfigIssue]:
@@ -282,6 +298,12 @@ def _cross_check(stack: Stack) -> list[ConfigIssue]:
                                           f"no such {what}; defined: {sorted(known)}"))
     issues += _window_clashes(stack)
     issues += hold_music_issues(stack)
+    for name, resource in stack.resources.items():
+        if resource.per_call > resource.capacity:
+            issues.append(ConfigIssue(
+                f"resources.{name}.per_call", resource.per_call,
+                f"must be at most the capacity ({resource.capacity}), or no call could ever "
+                "be admitted"))
     for index, token in enumerate(stack.api.tokens):
         where = f"api.tokens[{index}]"
         if (token.env is None) == (token.sha256 is None):
@@ -327,29 +349,50 @@ def _window_clashes(stack: Stack) -> list[ConfigIssue]:
     return issues
 
 
-def _apply_number_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+def _apply_number_defaults(raw: dict[str, Any]) -> tuple[dict[str, Any], list[ConfigIssue]]:
+    """``raw`` with ``[number_defaults]`` merged into every number, and its own problems.
+
+    The defaults are checked on their own first, so a typo is reported once, under
+    ``number_defaults``, and not once per number; a bad default is left out of the merge.
+    """
     defaults = raw.pop("number_defaults", None)
     if defaults is None:
-        return raw
+        return raw, []
     if not isinstance(defaults, Mapping):
-        raise ConfigError("stack", [ConfigIssue("number_defaults", defaults, "expected a table")])
+        return raw, [ConfigIssue("number_defaults", defaults, "expected a table")]
+    issues = _defaults_issues(defaults)
+    bad = {issue.path.removeprefix("number_defaults.").split(".")[0].split("[")[0]
+           for issue in issues}
+    kept = {key: value for key, value in defaults.items() if key not in bad}
     numbers = raw.get("numbers")
     if isinstance(numbers, Mapping):
         raw["numbers"] = {
-            key: {**defaults, **value} if isinstance(value, Mapping) else value
+            key: {**kept, **value} if isinstance(value, Mapping) else value
             for key, value in numbers.items()
         }
-    return raw
+    return raw, issues
+
+
+def _defaults_issues(defaults: Mapping[str, Any]) -> list[ConfigIssue]:
+    """What is wrong with ``[number_defaults]`` itself, named under ``number_defaults``."""
+    # The required keys get harmless stand-ins, so only what the defaults say is judged.
+    stand_ins = {"account": "-", "trunk": "-", "max_concurrent": 1}
+    try:
+        Number.model_validate({**stand_ins, **defaults})
+    except ValidationError as exc:
+        return [ConfigIssue(f"number_defaults.{issue.path}", issue.value, issue.message)
+                for issue in _issues_from(exc)]
+    return []
 
 
 def parse_stack(raw: Mapping[str, Any], source: str = "stack") -> Stack:
     """Validate a decoded stack document; raises :class:`ConfigError` listing every problem."""
-    data = _apply_number_defaults(dict(raw))
+    data, issues = _apply_number_defaults(dict(raw))
     try:
         stack = Stack.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _issues_from(exc)) from None
-    issues = _cross_check(stack)
+        raise ConfigError(source, issues + _issues_from(exc)) from None
+    issues += _cross_check(stack)
     if issues:
         raise ConfigError(source, issues)
     return stack
@@ -363,10 +406,20 @@ def load_stack(path: str | Path, *, store: str | None = None) -> Stack:
     except OSError as exc:
         issue = ConfigIssue("(file)", str(file), exc.strerror or str(exc))
         raise ConfigError(str(file), [issue]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        byte = exc.object[exc.start]
+        issue = ConfigIssue("(file)", str(file), f"not UTF-8 text (byte 0x{byte:02x} on line "
+                                                 f"{line}); save the file as UTF-8")
+        raise ConfigError(str(file), [issue]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(file), [ConfigIssue("(syntax)", str(file), str(exc))]) from None
+    except RecursionError:
+        raise ConfigError(str(file), [ConfigIssue(
+            "(syntax)", str(file), "arrays or tables nested too deeply to read; a stack "
+                                   "needs a few levels at most")]) from None
     if store is not None:
         raw.setdefault("gate", {})
         if isinstance(raw["gate"], dict):

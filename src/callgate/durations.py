@@ -1,13 +1,23 @@
-"""Durations: ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"`` or a number of seconds."""
+"""Durations, one parser for stack files and flags alike.
+
+Accepted: a number of seconds (``180``, ``"180"``, ``2.5``), a number with a unit
+(``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"``), or units added up from the largest
+down (``"1m30s"``, ``"1h 15m"``, ``"2d12h"``).
+"""
 
 from __future__ import annotations
 
 import math
 import re
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-ACCEPTED = 'a number of seconds or a string with a unit: "250ms", "30s", "5m", "1h", "1d"'
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_ORDER = list(_UNITS)  # largest first: a compound names each unit once, in this order
+_NUMBER = r"\d+(?:\.\d+)?"
+_BARE = re.compile(rf"^\s*({_NUMBER})\s*$")
+_COMPOUND = re.compile(rf"^\s*(?:{_NUMBER}\s*(?:ms|s|m|h|d)\s*)+$")
+_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d)")
+ACCEPTED = ('a number of seconds or a string with units: "180", "250ms", "30s", "5m", '
+            '"1h", "1d", "1m30s"')
 
 
 def parse_duration(value: object) -> float:
@@ -17,14 +27,28 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        match = _PATTERN.match(value)
-        if match is None:
-            raise ValueError(f"expected {ACCEPTED}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        seconds = _parse_text(value)
     else:
         raise ValueError(f"expected {ACCEPTED}")
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"expected a finite, non-negative duration ({ACCEPTED})")
+    return seconds
+
+
+def _parse_text(text: str) -> float:
+    bare = _BARE.match(text)
+    if bare is not None:
+        return float(bare.group(1))
+    if _COMPOUND.match(text) is None:
+        raise ValueError(f"expected {ACCEPTED}")
+    seconds, last = 0.0, -1
+    for number, unit in _PART.findall(text):
+        rank = _ORDER.index(unit)
+        if rank <= last:
+            raise ValueError(f"expected units from the largest down, each once "
+                             f"(d, h, m, s, ms), e.g. \"1h30m\" ({ACCEPTED})")
+        last = rank
+        seconds += float(number) * _UNITS[unit]
     return seconds
 
 

@@ -32,7 +32,16 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path} = {self.value!r}: {self.message}"
+        try:
+            shown = repr(self.value)
+        except RecursionError:  # a value nested past repr's depth
+            shown = f"<a {type(self.value).__name__} nested too deeply to show>"
+        if len(shown) > VALUE_SHOWN_MAX:
+            shown = f"{shown[:VALUE_SHOWN_MAX]}... ({len(shown)} characters)"
+        return f"{self.path} = {shown}: {self.message}"
+
+
+VALUE_SHOWN_MAX = 200  # a longer value is shown cut short
 
 
 class ConfigError(CallgateError):

@@ -54,6 +54,17 @@ class Reason(StrEnum):
     GATE_UNREACHABLE = "gate_unreachable"
 
 
+# The bounds of a call's fields. The API's request model (service/schemas.py:CallRequest)
+# documents and enforces all of them; Call checks the numeric ones too, so a library caller
+# never reaches a store with a number it cannot keep (SQLite holds 64-bit integers, Redis
+# scripts doubles: a 32-bit priority is exact in both).
+PRIORITY_MIN = -(2**31)
+PRIORITY_MAX = 2**31 - 1
+ATTEMPT_MAX = 1000
+CALL_ID_MAX_BYTES = 256
+REMOTE_MAX_BYTES = 256
+
+
 @dataclass(frozen=True)
 class Call:
     """One phone call asking to start. ``number`` is our number (dialled or caller id)."""
@@ -76,8 +87,11 @@ class Call:
             raise ValueError("call_id must be a non-empty string")
         if direction != "inbound" and direction != "outbound":
             raise ValueError(f"direction must be 'inbound' or 'outbound', got {direction!r}")
-        if attempt < 1:
-            raise ValueError(f"attempt must be >= 1, got {attempt}")
+        if not 1 <= attempt <= ATTEMPT_MAX:
+            raise ValueError(f"attempt must be in [1, {ATTEMPT_MAX}], got {attempt}")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError(f"priority must be in [{PRIORITY_MIN}, {PRIORITY_MAX}] "
+                             f"(a 32-bit integer), got {priority}")
         values = self.__dict__
         values["call_id"] = call_id
         values["direction"] = direction

@@ -106,7 +106,7 @@ WORDS_PER_SECOND = 2.5
 """How fast text-to-speech voices talk, roughly (150 words a minute), to size a message."""
 
 
-def hold_message_warnings(stack: Stack) -> list[str]:
+def hold_message_warnings(stack: Stack) -> list[ConfigIssue]:
     """Hold messages that may take longer to say than ``poll_timeout / 2``, for ``check``.
 
     The first hold cycle re-polls only once the message is said; a message that outlasts
@@ -124,9 +124,10 @@ def hold_message_warnings(stack: Stack) -> list[str]:
     for where, message in messages:
         seconds = len((message or "").split()) / WORDS_PER_SECOND
         if seconds > longest:
-            warnings.append(
-                f"{where} takes about {seconds:.0f}s to say (at 150 words a minute), more than "
+            warnings.append(ConfigIssue(
+                where, message,
+                f"takes about {seconds:.0f}s to say (at 150 words a minute), more than "
                 f"gate.poll_timeout / 2 ({longest:g}s): a held caller is polled again only "
                 "once it is said, and is dropped past poll_timeout; shorten it or raise "
-                "poll_timeout")
+                "poll_timeout"))
     return warnings

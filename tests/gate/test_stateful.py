@@ -16,10 +16,21 @@ from pathlib import Path
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from pydantic import ValidationError
 from tests.conftest import make_store, stack_from
+from tests.stores import redis_server
 
 from callgate.gate import Gate
-from callgate.model import Call, Outcome, Reason, RenewStatus
+from callgate.model import (
+    ATTEMPT_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Call,
+    Outcome,
+    Reason,
+    RenewStatus,
+)
+from callgate.service.schemas import CallRequest
 from callgate.stores.base import Store
 from callgate.testing import FakeClock
 
@@ -91,6 +102,13 @@ WINDOWS = {  # scope -> (limit, period, which calls count)
 }
 
 
+# Mostly small values; the edges of the accepted ranges (stored exactly by every store);
+# values beyond them, which the API's request model refuses before any store sees them.
+PRIORITIES = st.integers(0, 2) | st.sampled_from(
+    [PRIORITY_MIN, PRIORITY_MAX, PRIORITY_MIN - 1, PRIORITY_MAX + 1, 2**63, -(2**70)])
+ATTEMPTS = st.integers(1, 3) | st.sampled_from([ATTEMPT_MAX, 0, ATTEMPT_MAX + 1, 2**64])
+
+
 def caps(bigger: bool) -> dict[str, int]:
     return {"trunk:t1": 4 if bigger else 3, "trunk:t2": 2, "account:acme": 4, "account:beta": 2,
             "number:+15550000001": 2, "number:+15550000002": 2, "number:+15550000003": 1,
@@ -140,8 +158,16 @@ class GateMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.stack = stack_from(STACK)
         limits = Gate.limits_for(self.stack)
+        if self.kind.startswith("redis"):
+            # Skip (or fail under CI) before anything is created: a temporary directory
+            # left to the garbage collector is a ResourceWarning, an error in this suite.
+            redis_server.require()
         self.tmp = tempfile.TemporaryDirectory()
-        store: Store = make_store(self.kind, Path(self.tmp.name))(limits)
+        try:
+            store: Store = make_store(self.kind, Path(self.tmp.name))(limits)
+        except BaseException:
+            self.tmp.cleanup()
+            raise
         self.gate = Gate(self.stack, store, self.clock, rng=random.Random(0))
         self.model = Model()
         self.ids = itertools.count()
@@ -181,13 +207,34 @@ class GateMachine(RuleBasedStateMachine):
             self.model.queued[call.call_id] = Waiting(call, next(self.seq))
 
     # rules ---------------------------------------------------------------------------
-    @rule(number=st.sampled_from(sorted(NUMBERS)), priority=st.integers(0, 2))
-    def inbound(self, number: str, priority: int) -> None:
-        self.decide(Call(f"c{next(self.ids)}", "inbound", number, priority=priority))
+    def request(self, direction: str, number: str, priority: int = 0,
+                attempt: int = 1) -> Call | None:
+        """The call an API request asks for, or None when CallRequest refuses it (a 422).
 
-    @rule(number=st.sampled_from(sorted(NUMBERS)), attempt=st.integers(1, 3))
+        A refused request must never reach the gate; the invariant then checks that
+        nothing changed.
+        """
+        body = {"call_id": f"c{next(self.ids)}", "direction": direction, "number": number,
+                "priority": priority, "attempt": attempt}
+        try:
+            return CallRequest.model_validate(body).to_call()
+        except ValidationError:
+            event("refused by CallRequest")
+            in_range = PRIORITY_MIN <= priority <= PRIORITY_MAX and 1 <= attempt <= ATTEMPT_MAX
+            assert not in_range, f"in range but refused: {body}"
+            return None
+
+    @rule(number=st.sampled_from(sorted(NUMBERS)), priority=PRIORITIES)
+    def inbound(self, number: str, priority: int) -> None:
+        call = self.request("inbound", number, priority=priority)
+        if call is not None:
+            self.decide(call)
+
+    @rule(number=st.sampled_from(sorted(NUMBERS)), attempt=ATTEMPTS)
     def outbound(self, number: str, attempt: int) -> None:
-        self.decide(Call(f"c{next(self.ids)}", "outbound", number, attempt=attempt))
+        call = self.request("outbound", number, attempt=attempt)
+        if call is not None:
+            self.decide(call)
 
     @precondition(lambda self: self.model.leases)
     @rule(data=st.data())

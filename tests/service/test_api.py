@@ -245,7 +245,7 @@ async def test_unknown_provider_or_resource_is_422(api: Api, extra: dict[str, An
         ({"attempt": 0}, "body.attempt", 0, "greater than or equal to 1"),
         ({"resources": {"db": -1}}, "body.resources.db", -1, "greater than or equal to 0"),
         ({"priorty": 3}, "body.priorty", 3, "unknown field"),
-        ({"call_id": ""}, "body.call_id", "", "at least 1 character"),
+        ({"call_id": ""}, "body.call_id", "", "1 to 256 visible ASCII characters"),
         ({"ttl_s": 0}, "body.ttl_s", 0, "greater than 0"),
         ({"ttl_s": "long"}, "body.ttl_s", "long", "valid number"),
     ],

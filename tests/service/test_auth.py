@@ -11,12 +11,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from callgate.cli import _loopback, cli
+from callgate.cli import cli
 from callgate.config import Stack, parse_stack
 from callgate.errors import ConfigError
 from callgate.gate import Gate
 from callgate.service.app import create_app
 from callgate.service.auth import digest
+from callgate.service.preflight import is_loopback
 from callgate.testing import FakeClock, memory_gate, serving
 
 pytestmark = pytest.mark.anyio
@@ -294,7 +295,7 @@ def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path,
     result = runner.invoke(cli, ["serve", "--config", str(config), "--host", "0.0.0.0",
                                  "--store", f"sqlite:///{db}"])
     assert result.exit_code == 2, result.output
-    assert "refusing to serve on --host 0.0.0.0" in result.stderr
+    assert "--host = '0.0.0.0': the stack has no [[api.tokens]]" in result.stderr
     assert "--host 127.0.0.1" in result.stderr
     assert not db.exists()  # not even the store was opened
 
@@ -325,4 +326,4 @@ def test_serve_exits_2_naming_an_unset_token_variable(tmp_path: Path,
     ("0.0.0.0", False), ("::", False), ("192.0.2.10", False), ("gate.example.com", False)])
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     """Only loopback addresses (and localhost) count as a private bind."""
-    assert _loopback(host) is loopback
+    assert is_loopback(host) is loopback

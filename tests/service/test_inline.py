@@ -123,11 +123,12 @@ async def test_a_body_in_several_chunks_is_decided(http: httpx.AsyncClient) -> N
 
 
 async def test_a_body_that_is_not_utf8_is_a_400(http: httpx.AsyncClient) -> None:
-    """Bytes that are not UTF-8 get FastAPI's own 400, with no trace."""
+    """Bytes that are not UTF-8 are a 400 saying to send UTF-8 JSON, with no trace."""
     response = await http.post("/v1/calls", content=b'{"call_id": "\xff"}',
                                headers={"content-type": "application/json"})
     assert response.status_code == 400
-    assert response.json() == {"detail": "There was an error parsing the body"}
+    assert response.json() == {"detail": "the request body could not be read: send UTF-8 JSON",
+                               "error": "bad_request"}
 
 
 async def test_query_strings_take_the_full_path_and_still_work(

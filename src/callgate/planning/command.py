@@ -21,15 +21,15 @@ from callgate.errors import (
     UnknownAccountError,
     UnknownNumberError,
 )
-from callgate.flags import duration_flag, duration_or_zero_flag, patience_flag
+from callgate.flags import duration_flag, duration_or_zero_flag, finite, patience_flag
 from callgate.planning.path import Direction
 from callgate.planning.plan import Targets, Volume
 from callgate.planning.plan import plan as make_plan
 from callgate.planning.report import print_report, to_html, to_json
 from callgate.planning.traffic_profile import ProfileError, load_profile
 
-_FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)
-_CALLS = click.FloatRange(0, min_open=True)
+_FRACTION = finite(0, 1, min_open=True, max_open=True)
+_CALLS = finite(0, min_open=True)
 
 
 
@@ -74,7 +74,7 @@ def _volume(calls_per_day: float | None, calls_per_hour: float | None, profile: 
               show_default=True)
 @click.option("--aht", callback=duration_flag, metavar="DURATION",
               help="Average handle time, e.g. 3m.  [default: the stack's [inbound] handle_time]")
-@click.option("--peak-factor", type=click.FloatRange(min=1), default=2.5, show_default=True,
+@click.option("--peak-factor", type=finite(min=1), default=2.5, show_default=True,
               help="Peak over the average concurrency, for the rule of thumb and peak arrivals.")
 @click.option("--blocking", type=_FRACTION, default=0.01, show_default=True,
               help="Fraction of callers that may find every line busy (Erlang B).")

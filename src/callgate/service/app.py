@@ -38,13 +38,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 
 from callgate import __version__
 from callgate.config import Stack, load_stack
 from callgate.errors import (
     CallConflictError,
     ConfigError,
-    ConfigIssue,
     StoreError,
     UnknownNumberError,
     UnknownProviderError,
@@ -60,15 +60,22 @@ from callgate.service.auth import (
     visible_queue,
     visible_usage,
 )
+from callgate.service.body_limit import BodyLimit
 from callgate.service.dashboard import dashboard_router
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
+from callgate.service.preflight import app_warnings, check_edges, webhooks_enabled
 from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
 from callgate.service.schemas import (
+    AcquireInvalidOut,
     CallRequest,
     DecisionOut,
+    ErrorOut,
     HealthOut,
+    InvalidRequestOut,
+    InvalidStackOut,
     LeaseOut,
+    NotReadyOut,
     ProviderErrorOut,
     ProviderErrorRequest,
     ReadyOut,
@@ -77,6 +84,8 @@ from callgate.service.schemas import (
     RenewOut,
     RenewRefusal,
     SettingsOut,
+    StoreDownOut,
+    TooLargeOut,
     retry_after_header,
 )
 from callgate.service.stream import STREAM_PATH, EventStreams, stream_router
@@ -142,9 +151,9 @@ def create_app(
     Raises :class:`ConfigError` when a token's environment variable is unset or the
     ``[twilio]`` webhooks could not work (no stream URL, no auth token, bad proxy entry).
     """
-    authenticator = Authenticator(_check_edges(gate.stack, config_path, insecure_webhooks))
+    authenticator = Authenticator(check_edges(gate.stack, config_path, insecure_webhooks))
     metrics = Metrics(gate)
-    webhooks = _webhooks_enabled(gate.stack)
+    webhooks = webhooks_enabled(gate.stack)
     streams = EventStreams(stream_interval_s)
     # Swagger UI and ReDoc from assets bundled in fastapi-offline, served by the gate
     # itself: /docs works on a host with no internet access (FastAPI's default is a CDN).
@@ -158,6 +167,7 @@ def create_app(
     _install_error_handlers(app, metrics)
     app.add_middleware(RequireToken, authenticator=authenticator,
                        query_token_paths=frozenset({STREAM_PATH}))
+    app.add_middleware(BodyLimit)  # outermost: an oversized body is refused before anything
     _document_bearer(app)
     reload_lock = threading.Lock()
 
@@ -185,7 +195,7 @@ def create_app(
         return result
 
     @inline_route(app, "POST", "/v1/calls", tags=["calls"], openapi_extra=SECURED,
-             responses=AUTH_RESPONSES, response_model=DecisionOut)
+             responses=_errors("POST", "/v1/calls"), response_model=DecisionOut)
     async def acquire(body: CallRequest, request: Request) -> Response:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
         principal = principal_of(request)
@@ -204,9 +214,10 @@ def create_app(
         return HotJSONResponse(DecisionOut.document(decision), headers=headers)
 
     @app.post(
-        "/v1/calls/{call_id}/renew", tags=["calls"], openapi_extra=SECURED,
-        responses={404: {"model": RenewRefusal, "description": "No live lease to renew."},
-                   **AUTH_RESPONSES},
+        # ":path": a call id may hold "/" (any visible ASCII), sent as %2F
+        "/v1/calls/{call_id:path}/renew", tags=["calls"], openapi_extra=SECURED,
+        responses={**_errors("POST", "/v1/calls/{call_id}/renew"),
+                   404: {"model": RenewRefusal, "description": "No live lease to renew."}},
     )
     async def renew(
         call_id: str,
@@ -221,8 +232,8 @@ def create_app(
             raise ApiError(404, RenewRefusal.of(call_id, result.status).model_dump())
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
-    @inline_route(app, "DELETE", "/v1/calls/{call_id}", tags=["calls"], openapi_extra=SECURED,
-             responses=AUTH_RESPONSES, response_model=ReleaseOut)
+    @inline_route(app, "DELETE", "/v1/calls/{call_id:path}", tags=["calls"], openapi_extra=SECURED,
+             responses=_errors("DELETE", "/v1/calls/{call_id}"), response_model=ReleaseOut)
     async def release(call_id: str, request: Request, account: str | None = None) -> Response:
         """The call ended (or the caller hung up while queued); idempotent.
 
@@ -232,7 +243,8 @@ def create_app(
         result = await end(call_id, _acting_for(principal_of(request), account))
         return HotJSONResponse({"released": result.released, "cancelled": result.cancelled})
 
-    @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED,
+             responses=_errors("GET", "/v1/usage"))
     def usage(request: Request) -> dict[str, Any]:
         """Every layer's in-use, cap and queued; windows; key cooldowns (an account: its own)."""
         principal = principal_of(request)
@@ -241,7 +253,8 @@ def create_app(
             return document
         return visible_usage(document, gate.stack, principal.account)
 
-    @app.get("/v1/settings", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    @app.get("/v1/settings", tags=["state"], openapi_extra=SECURED,
+             responses=_errors("GET", "/v1/settings"))
     def settings() -> SettingsOut:
         """Lease timings: ``GateClient.adopt`` renews a webhook's lease to ``lease_ttl_s``."""
         stack = gate.stack
@@ -249,7 +262,8 @@ def create_app(
                            webhook_lease_ttl_s=stack.webhook_lease_ttl(),
                            max_call_duration_s=stack.gate.max_call_duration)
 
-    @app.get("/v1/queue", tags=["state"], openapi_extra=SECURED, responses=AUTH_RESPONSES)
+    @app.get("/v1/queue", tags=["state"], openapi_extra=SECURED,
+             responses=_errors("GET", "/v1/queue"))
     def queue(request: Request) -> dict[str, Any]:
         """Every queued call, per number in queue order (an account token: its own)."""
         principal = principal_of(request)
@@ -259,7 +273,8 @@ def create_app(
         return {"entries": entries}
 
     @app.post("/v1/providers/{provider}/keys/{key}/errors", tags=["providers"],
-              openapi_extra=SECURED, responses=AUTH_RESPONSES)
+              openapi_extra=SECURED,
+              responses=_errors("POST", "/v1/providers/{provider}/keys/{key}/errors"))
     def provider_error(provider: str, key: str, body: ProviderErrorRequest,
                        request: Request) -> ProviderErrorOut:
         """A provider answered 429/5xx (cool the key down) or 401/403 (disable it until reload)."""
@@ -287,14 +302,14 @@ def create_app(
         with reload_lock:
             try:
                 stack = load_stack(config_path, store=store_url or None)
-                tokens = _check_edges(stack, config_path, insecure_webhooks, webhooks=webhooks)
+                tokens = check_edges(stack, config_path, insecure_webhooks, webhooks=webhooks)
             except ConfigError as exc:
                 log.error("reload refused, the running stack is unchanged: %s", exc)
                 raise
             if stack.gate.store != gate.stack.gate.store:
                 log.warning("reload: gate.store changed to %r; a new store needs a restart",
                             stack.gate.store)
-            if _webhooks_enabled(stack) and not webhooks:
+            if webhooks_enabled(stack) and not webhooks:
                 log.warning("reload: [twilio] was added; restart to serve the webhooks")
             gate.reload(stack)
             authenticator.replace(tokens)
@@ -305,7 +320,7 @@ def create_app(
     app.state.reload_stack = reload_stack
 
     @app.post("/v1/admin/reload", tags=["admin"], openapi_extra=SECURED,
-              responses=AUTH_RESPONSES)
+              responses=_errors("POST", "/v1/admin/reload"))
     def reload(request: Request) -> ReloadOut:
         """Re-read the stack file; leases and queues are kept, a bad file changes nothing."""
         _require_admin(principal_of(request), "reload the stack")
@@ -320,13 +335,13 @@ def create_app(
                                  "error": "invalid_stack", "issues": issues}) from None
         return ReloadOut(reloaded=True, layers=layers)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=_errors("GET", "/healthz", secured=False))
     def healthz() -> HealthOut:
         """The process is up."""
         return HealthOut(status="ok")
 
     @app.get("/readyz", tags=["health"],
-             responses={503: {"description": "The store cannot be reached."}})
+             responses=_errors("GET", "/readyz", secured=False))
     def readyz() -> ReadyOut:
         """The store answers: this process can decide calls."""
         try:
@@ -337,7 +352,8 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}},
-                              "description": "Prometheus text exposition."}})
+                              "description": "Prometheus text exposition."},
+                        **_errors("GET", "/metrics", secured=False)})
     def prometheus() -> Response:
         """Prometheus metrics: occupancy read from the store at scrape time, and event counters."""
         return Response(metrics.render(), media_type=metrics.content_type)
@@ -349,10 +365,10 @@ def create_app(
         from callgate.service.twilio import twilio_router
 
         app.include_router(twilio_router(gate, decide=decide, release=end, renew=heartbeat,
-                                         insecure=insecure_webhooks))
-        if insecure_webhooks or not gate.stack.twilio.validate_signatures:
-            log.warning("Twilio webhook signatures are NOT validated: anyone who can reach "
-                        "/twilio/* can take and free slots; for local testing only")
+                                         insecure=insecure_webhooks),
+                           responses={**EVERY_ROUTE_ERRORS, **WEBHOOK_ERRORS})
+    for warning in app_warnings(gate.stack, insecure_webhooks):
+        log.warning("%s", warning)
     # Each request is matched against the routes in order: try the hot ones before the
     # docs' four (no path of one can match another's, so only the order of the OpenAPI
     # document's paths changes).
@@ -364,9 +380,60 @@ def create_app(
 BEARER = "bearer"
 SECURED: dict[str, Any] = {"security": [{BEARER: []}]}
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No bearer token, or one no tenant owns."},
-    403: {"description": "The token may not do this (another account, or admin only)."},
+    401: {"model": ErrorOut, "description": "No bearer token, or one no tenant owns."},
+    403: {"model": ErrorOut,
+          "description": "The token may not do this (another account, or admin only)."},
 }
+
+
+# what each route answers when it cannot decide: the OpenAPI shows these bodies, and
+# tests/test_error_answers.py checks every error answer the suite sees against them
+def _error(model: Any, description: str) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+_UNREADABLE = _error(ErrorOut, "The body is not UTF-8 JSON (error: bad_request).")
+_BAD_FIELD = _error(InvalidRequestOut, "A field is missing, unknown or out of bounds.")
+_STORE_DOWN = _error(StoreDownOut, "The store did not answer; retry shortly.")
+ROUTE_ERRORS: dict[tuple[str, str], dict[int | str, dict[str, Any]]] = {
+    ("POST", "/v1/calls"): {
+        400: _UNREADABLE,
+        404: _error(ErrorOut, "The number is not in the stack (error: unknown_number)."),
+        409: _error(ErrorOut, "The call id was used with another body (error: call_conflict)."),
+        422: _error(AcquireInvalidOut,
+                    "A bad field, or a provider or resource the stack lacks "
+                    "(error: unknown_provider)."),
+    },
+    ("POST", "/v1/calls/{call_id}/renew"): {422: _BAD_FIELD, 503: _STORE_DOWN},
+    ("DELETE", "/v1/calls/{call_id}"): {422: _BAD_FIELD, 503: _STORE_DOWN},
+    ("GET", "/v1/usage"): {503: _STORE_DOWN},
+    ("GET", "/v1/queue"): {503: _STORE_DOWN},
+    ("POST", "/v1/providers/{provider}/keys/{key}/errors"): {
+        400: _UNREADABLE, 422: _BAD_FIELD,
+        404: _error(ErrorOut, "No such provider or key (error: unknown_provider)."),
+        503: _STORE_DOWN},
+    ("POST", "/v1/admin/reload"): {
+        409: _error(ErrorOut, "Started without a stack file (error: no_config)."),
+        422: _error(InvalidStackOut, "The stack file is invalid; the running stack is kept."),
+        503: _STORE_DOWN},
+    ("GET", "/readyz"): {503: _error(NotReadyOut, "The store cannot be reached.")},
+}
+EVERY_ROUTE_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: _error(TooLargeOut, "The body is over 64 KiB; it was not read."),
+    500: _error(ErrorOut, "A bug (error: internal); the server log has the details."),
+}
+WEBHOOK_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "A bad or missing X-Twilio-Signature; nothing was changed.",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    422: _BAD_FIELD,
+}
+
+
+def _errors(method: str, path: str, *, secured: bool = True
+            ) -> dict[int | str, dict[str, Any]]:
+    """The error answers of one route, for its OpenAPI ``responses``."""
+    return {**EVERY_ROUTE_ERRORS, **(AUTH_RESPONSES if secured else {}),
+            **ROUTE_ERRORS.get((method, path), {})}
 
 
 def _document_bearer(app: FastAPI) -> None:
@@ -375,7 +442,13 @@ def _document_bearer(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schemes = build().setdefault("components", {}).setdefault("securitySchemes", {})
+            document = build()
+            # FastAPI's default 422 schemas: every route documents the 422 it really sends
+            schemas = document.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" not in json.dumps(document.get("paths", {})):
+                schemas.pop("HTTPValidationError", None)
+                schemas.pop("ValidationError", None)
+            schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
             schemes[BEARER] = {"type": "http", "scheme": "bearer",
                                "description": "A token from the stack's [[api.tokens]]; "
                                               "not needed when none are configured."}
@@ -409,31 +482,6 @@ def _check_number(stack: Stack, principal: Principal, number: str) -> None:
         raise ApiError(404, {"detail": detail, "error": "unknown_number"})
 
 
-def _webhooks_enabled(stack: Stack) -> bool:
-    return "twilio" in stack.model_fields_set
-
-
-def _check_edges(stack: Stack, source: str | None, insecure: bool, *,
-                 webhooks: bool | None = None) -> tuple[tuple[bytes, Principal], ...]:
-    """The resolved tokens; raises ConfigError listing every token and webhook problem."""
-    issues: list[ConfigIssue] = []
-    tokens: tuple[tuple[bytes, Principal], ...] = ()
-    try:
-        tokens = Authenticator.resolve(stack.api.tokens)
-    except ConfigError as exc:
-        issues += exc.issues
-    if _webhooks_enabled(stack) if webhooks is None else webhooks:
-        try:
-            from callgate.service.twilio import check_stack
-        except ImportError as exc:
-            issues.append(ConfigIssue("twilio", "(table)", str(exc)))
-        else:
-            issues += check_stack(stack, insecure=insecure)
-    if issues:
-        raise ConfigError(source or "stack", issues)
-    return tokens
-
-
 def _runner(gate: Gate) -> Callable[..., Awaitable[Any]]:
     """How the hot routes call the gate: inline for a memory store, else in a thread."""
     if not gate.store_does_io:
@@ -458,6 +506,14 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         assert isinstance(exc, RequestValidationError)
         return JSONResponse(_invalid(_field_errors(exc.errors())), status_code=422)
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's and Starlette's own refusals (a body that cannot be read, a path or
+        # method no route serves), in the shape of every other error answer.
+        assert isinstance(exc, HTTPException)
+        error, detail = _HTTP_ERRORS.get(exc.status_code, ("http_error", str(exc.detail)))
+        return JSONResponse({"detail": detail, "error": error}, status_code=exc.status_code,
+                            headers=exc.headers)
+
     async def store_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
         metrics.store_error("request")
@@ -472,11 +528,20 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
         ApiError: api_error,
         RequestValidationError: invalid_request,
+        HTTPException: http_error,
         StoreError: store_down,
         Exception: unexpected,
     }
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
+
+
+_HTTP_ERRORS = {
+    400: ("bad_request", "the request body could not be read: send UTF-8 JSON"),
+    404: ("not_found", "no such route; /docs lists them"),
+    405: ("method_not_allowed", "this route does not take that method; /docs lists them"),
+}
+ECHO_MAX_CHARS = 256  # a refused value longer than this is echoed cut short
 
 
 def _invalid(fields: list[dict[str, Any]]) -> dict[str, Any]:
@@ -494,7 +559,9 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
         kind = err.get("type", "")
         name = ".".join(str(part) for part in err.get("loc", ())) or "body"
         value = err.get("input")
-        message = str(err.get("msg", "invalid value"))
+        if isinstance(value, str) and len(value) > ECHO_MAX_CHARS:
+            value = f"{value[:ECHO_MAX_CHARS]}... ({len(value)} characters)"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if kind == "missing":
             value, message = None, "field required"
         elif kind == "extra_forbidden":

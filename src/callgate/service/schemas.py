@@ -8,30 +8,94 @@ durations are seconds and say so (``ttl_s``, ``retry_after_s``, ``estimated_wait
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
-from callgate.model import Call, Decision, Lease, RenewStatus
+from callgate.config import E164
+from callgate.model import (
+    ATTEMPT_MAX,
+    CALL_ID_MAX_BYTES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    REMOTE_MAX_BYTES,
+    Call,
+    Decision,
+    Lease,
+    RenewStatus,
+)
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CallRequest(_Request):
-    """May this call start now? Send the same body again to poll a queued call."""
+_VISIBLE_ASCII = re.compile(r"[!-~]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_E164 = re.compile(E164)
 
-    call_id: str = Field(min_length=1, description="Your id for the call; unique per account.")
+
+def _call_id(value: str) -> str:
+    if not 1 <= len(value) <= CALL_ID_MAX_BYTES or not _VISIBLE_ASCII.fullmatch(value):
+        raise ValueError(f"expected 1 to {CALL_ID_MAX_BYTES} visible ASCII characters "
+                         "(0x21-0x7E: letters, digits and punctuation; no spaces)")
+    return value
+
+
+def _remote(value: str) -> str:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON "\ud800" escape
+        raise ValueError("expected valid Unicode text") from None
+    if size > REMOTE_MAX_BYTES:
+        raise ValueError(f"expected at most {REMOTE_MAX_BYTES} bytes in UTF-8, got {size}")
+    if _CONTROL.search(value):
+        raise ValueError("expected no control characters")
+    return value
+
+
+def _number(value: str) -> str:
+    if not _E164.match(value):
+        raise ValueError('expected an E.164 number: "+" then up to 15 digits, '
+                         'e.g. "+14155550100"')
+    return value
+
+
+CallId = Annotated[str, AfterValidator(_call_id), WithJsonSchema(
+    {"type": "string", "pattern": f"^[!-~]{{1,{CALL_ID_MAX_BYTES}}}$",
+     "minLength": 1, "maxLength": CALL_ID_MAX_BYTES})]
+Remote = Annotated[str, AfterValidator(_remote), WithJsonSchema(
+    {"type": "string", "maxLength": REMOTE_MAX_BYTES,
+     "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})]
+Number = Annotated[str, AfterValidator(_number), WithJsonSchema(
+    {"type": "string", "pattern": E164})]
+Units = Annotated[int, Field(ge=0, le=PRIORITY_MAX, strict=True)]
+
+
+class CallRequest(_Request):
+    """May this call start now? Send the same body again to poll a queued call.
+
+    The bounds below are the API's, for every route that serves ``POST /v1/calls``; a body
+    beyond one is a 422 naming the field, and the whole body is at most 64 KiB (else 413).
+    """
+
+    call_id: CallId = Field(description=f"Your id for the call, unique per account: 1 to "
+                                        f"{CALL_ID_MAX_BYTES} visible ASCII characters "
+                                        "(0x21-0x7E).")
     direction: Literal["inbound", "outbound"]
-    number: str = Field(min_length=1, description="Our number (dialled, or the caller id).")
-    remote: str | None = Field(default=None, description="The other party's number.")
-    priority: int = Field(default=0, description="Higher is served first in the queue.")
-    attempt: int = Field(default=1, ge=1, description="Outbound: 1 for the first try, then 2...")
+    number: Number = Field(description="Our number (dialled, or the caller id), E.164.")
+    remote: Remote | None = Field(
+        default=None, description=f"The other party's number: at most {REMOTE_MAX_BYTES} "
+                                  "bytes of UTF-8, no control characters.")
+    priority: int = Field(default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX, strict=True,
+                          description="Higher is served first in the queue (a 32-bit integer).")
+    attempt: int = Field(default=1, ge=1, le=ATTEMPT_MAX, strict=True,
+                         description="Outbound: 1 for the first try, then 2...")
     providers: list[str] | None = Field(
         default=None, description="Provider pools this call needs (replaces the stack's set)."
     )
-    resources: dict[str, NonNegativeInt] | None = Field(
+    resources: dict[str, Units] | None = Field(
         default=None, description="Units of each resource this call needs (replaces per_call)."
     )
     ttl_s: float | None = Field(
@@ -178,3 +242,63 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready"]
     store: str
+
+
+# error answers --------------------------------------------------------------------------
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where: body.call_id, query.ttl_s, ...")
+    value: Any = Field(description="What was sent (cut short past 256 characters).")
+    message: str = Field(description="What is accepted.")
+
+
+class InvalidRequestOut(BaseModel):
+    """422: a field is missing, unknown or out of bounds; nothing was changed."""
+
+    detail: list[FieldProblem]
+    error: Literal["invalid request"]
+
+
+class ErrorOut(BaseModel):
+    """A request the API refuses: ``detail`` says why, ``error`` is a stable code."""
+
+    detail: str
+    error: str = Field(description="unknown_number, call_conflict, unknown_provider, "
+                                   "no_config, forbidden, missing_token, invalid_token, "
+                                   "bad_request, not_found, method_not_allowed, internal")
+
+
+class TooLargeOut(BaseModel):
+    """413: the request body is over the limit; it was not read."""
+
+    error: Literal["request too large"]
+    limit_bytes: int
+
+
+class StoreDownOut(BaseModel):
+    """503: the store did not answer; retry shortly (acquire answers a decision instead)."""
+
+    detail: str
+    reason: Literal["store_unavailable"]
+
+
+class NotReadyOut(BaseModel):
+    status: Literal["store_unavailable"]
+    detail: str
+
+
+class StackProblem(BaseModel):
+    path: str
+    value: Any
+    message: str
+
+
+class InvalidStackOut(BaseModel):
+    """422 on reload: the stack file is invalid; the running stack is unchanged."""
+
+    detail: str
+    error: Literal["invalid_stack"]
+    issues: list[StackProblem]
+
+
+class AcquireInvalidOut(RootModel[InvalidRequestOut | ErrorOut]):
+    """422 on acquire: a bad field, or a provider or resource the stack lacks."""

@@ -25,7 +25,7 @@ from callgate.client import GateProtocolError, GateUnavailableError
 from callgate.config import CONFIG_ENV, Stack, load_stack
 from callgate.durations import parse_duration
 from callgate.errors import ConfigError
-from callgate.flags import duration_flag
+from callgate.flags import duration_flag, finite
 from callgate.planning.traffic_profile import HourlyProfile, ProfileError, load_profile
 from callgate.sim.loadtest import LoadOptions, LoadTest
 from callgate.sim.report import MissingExtraError, print_report, to_html, to_json
@@ -38,8 +38,8 @@ from callgate.sim.transport import read_usage
 F = TypeVar("F", bound=Callable[..., Any])
 _FAULT = re.compile(
     r"^(?P<provider>[^:@\s]+):(?P<key>[^:@\s]+)@(?P<start>[^+\s]+)\+(?P<length>\S+)$")
-_FRACTION = click.FloatRange(0, 1)
-_POSITIVE = click.FloatRange(0, min_open=True)
+_FRACTION = finite(0, 1)
+_POSITIVE = finite(0, min_open=True)
 
 
 # flag parsing ---------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def traffic_options(command: F) -> F:
                           "handle_time, else 3m]"),
         click.option("--handle-dist", type=click.Choice(HANDLE_DISTS), default="exp",
                      show_default=True, help="Distribution of handle times (mean --aht)."),
-        click.option("--handle-sigma", type=click.FloatRange(0, 5, min_open=True), default=1.0,
+        click.option("--handle-sigma", type=finite(0, 5, min_open=True), default=1.0,
                      show_default=True, help="Shape of the lognormal handle time."),
         click.option("--patience", callback=_patience, default="60s", show_default=True,
                      metavar="DURATION|none",
@@ -275,7 +275,7 @@ def simulate(config: str, rate: float | None, calls_per_hour: float | None,
               help="Wall seconds of arrivals.")
 @click.option("--speed", type=_POSITIVE, default=1.0, show_default=True, metavar="K",
               help="Simulated seconds per wall second; run the gate with --time-scale K.")
-@click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
+@click.option("--grace", type=finite(0), default=30.0, show_default=True,
               metavar="SECONDS", help="Wall seconds to let calls in flight finish at the end.")
 @click.option("--max-in-flight", type=click.IntRange(1), default=500, show_default=True,
               help="Most calls in flight at once; arrivals beyond it are dropped and counted.")
