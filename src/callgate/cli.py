@@ -27,6 +27,7 @@ from rich.table import Table
 
 from callgate import __version__
 from callgate.config import CONFIG_ENV, Stack, load_stack, stack_warnings
+from callgate.dialer.command import dial
 from callgate.errors import ConfigError, StoreError
 from callgate.planning.capacity import (
     LayerCapacity,
@@ -232,6 +233,7 @@ def _exit_cleanly_after_signals() -> None:
 cli.add_command(plan)
 cli.add_command(simulate)
 cli.add_command(loadtest)
+cli.add_command(dial)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
