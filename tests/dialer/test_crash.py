@@ -98,6 +98,10 @@ ring_time = "0s"
     # every try with a result was placed exactly once; an unknown one at most once
     assert {c for c, s in states.items() if s != "unknown"} <= logged
     assert logged <= set(states)
+    # the events file, caught up after each crash, has one line per try, never two
+    lines = Counter(json.loads(line)["call_id"] for line in
+                    (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines())
+    assert set(lines) == set(states) and max(lines.values()) == 1
     # a kill between 'placing' and the result leaves exactly that many unknown tries
     mid_try = sum(1 for point in fired if not point.startswith("after_record"))
     assert Counter(states.values())["unknown"] == mid_try

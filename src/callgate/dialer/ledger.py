@@ -76,7 +76,6 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the state file {self.path!r}: {exc}") from None
         self.run = 0
-        self.created = False
 
     def close(self) -> None:
         self._db.close()
@@ -99,7 +98,7 @@ class Ledger:
                     "INSERT INTO contacts (row, phone, status, reason) VALUES (?, ?, ?, ?)",
                     [(c.row, c.phone, "skipped" if c.skip else "pending", c.skip)
                      for c in campaign.contacts])
-            self.run, self.created = 1, True
+            self.run = 1
             return
         if meta.get("schema") != SCHEMA_VERSION:
             raise LedgerError(f"{self.path}: state file schema {meta.get('schema')!r}, this "

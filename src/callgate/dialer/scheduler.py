@@ -193,11 +193,31 @@ class _KillPoints:
 
 
 class EventLog:
-    """``--events FILE.jsonl``: one JSON line per try and per skipped contact (appended)."""
+    """``--events FILE.jsonl``: one JSON line per try and per skipped contact (appended).
+
+    It reads what the file already holds when opened, so a run that resumes after a crash
+    writes the lines the crashed run had no time to write (the ledger has the results),
+    and never a line twice.
+    """
 
     def __init__(self, path: str | Path) -> None:
+        file = Path(path)
+        self.written_tries: set[str] = set()
+        self.written_skips: set[int] = set()
+        if file.exists():
+            for text in file.read_text(encoding="utf-8").splitlines():
+                try:
+                    line = json.loads(text)
+                except ValueError:  # a line cut short by a crash
+                    continue
+                if isinstance(line, dict) and line.get("call_id"):
+                    self.written_tries.add(str(line["call_id"]))
+                elif isinstance(line, dict) and line.get("result") == "skipped":
+                    self.written_skips.add(int(line.get("contact", 0)))
         # Open for the dialler's whole run, closed by close(): not a with-block's span.
-        self._file: TextIO = Path(path).open("a", encoding="utf-8")  # noqa: SIM115
+        self._file: TextIO = file.open("a", encoding="utf-8")
+        if self._file.tell() > 0 and not file.read_bytes().endswith(b"\n"):
+            self._file.write("\n")  # end a line a crash cut short
 
     def write(self, line: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(line) + "\n")
@@ -245,13 +265,8 @@ class Dialer:
         """Dial until done; returns the summary (the ``--json`` document)."""
         started = self.timer.now()
         self.ledger.start(self.campaign)
-        if self.ledger.created:
-            for contact in self.campaign.contacts:
-                if contact.skip is not None:
-                    self._emit(contact, None, None, {"result": "skipped",
-                                                     "reason": contact.skip})
-        for record in self.ledger.recover(started):
-            self._emit_try(record, "unknown")
+        self.ledger.recover(started)
+        self._catch_up_events()
         for pending in self.ledger.pending():
             self._tries[pending.row] = pending.tries
             heapq.heappush(self._due, (pending.next_at or started, pending.row))
@@ -457,6 +472,18 @@ class Dialer:
         self._events.clear()
 
     # reporting ----------------------------------------------------------------------------
+    def _catch_up_events(self) -> None:
+        """Write every skip and finished try the events file lacks (a first run: the skips;
+        after a crash: the tries left unknown and any result written just before it)."""
+        if self.events is None:
+            return
+        for contact in self.campaign.contacts:
+            if contact.skip is not None and contact.row not in self.events.written_skips:
+                self._emit(contact, None, None, {"result": "skipped", "reason": contact.skip})
+        for record in self.ledger.tries():
+            if record.state != "placing" and record.call_id not in self.events.written_tries:
+                self._emit_try(record, record.state)
+
     def _emit(self, contact: Contact, number: str | None, record: TryRecord | None,
               line: dict[str, Any]) -> None:
         if self.events is None:
