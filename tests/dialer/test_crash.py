@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -106,3 +107,63 @@ ring_time = "0s"
     mid_try = sum(1 for point in fired if not point.startswith("after_record"))
     assert Counter(states.values())["unknown"] == mid_try
     assert statuses.get("unknown", 0) == mid_try
+
+
+def test_sigterm_stops_cleanly_frees_its_leases_and_resumes(tmp_path: Path) -> None:
+    """SIGTERM mid-campaign: exit 130, the dry-run calls' slots are free, a rerun resumes."""
+    import time
+
+    stack, _ = pool_stack(tmp_path, numbers=2, per_hour=1000, number_cap=50, plan_cap=200)
+    write_contacts(tmp_path / "contacts.csv",
+                   ((f"+1303{5_550_000 + i}", "UTC", "true") for i in range(6)))
+    campaign = write_campaign(tmp_path, """
+name = "long"
+account = "acme"
+caller_ids = "all"
+contacts = "contacts.csv"
+calling_hours = "00:00-24:00"
+[dry_run]
+answer = 1.0
+talk_time = "1h"
+""")
+    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    store = f"sqlite:///{tmp_path / 'gate.db'}"
+    args = [sys.executable, "-m", "callgate.cli", "dial", "--config", str(stack),
+            "--campaign", str(campaign), "--store", store, "--state", str(tmp_path / "s.db"),
+            "--dry-run-log", str(tmp_path / "placed.log"), "--json"]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    log = tmp_path / "placed.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and len(log.read_text().splitlines()) == 6):
+        assert time.monotonic() < deadline, "the dialler placed nothing within 60 s"
+        time.sleep(0.05)  # waiting for a real process, with a deadline
+    assert _in_use(stack, store) == 6  # six hour-long dry-run calls hold the account
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "run the same command again" in err
+    assert _in_use(stack, store) == 0
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert (summary["placed"], summary["placements_this_run"]) == (6, 0)
+
+
+def _in_use(stack: Path, store: str) -> int:
+    """Slots the account holds in the gate's SQLite store now."""
+    import time
+
+    from callgate.config import load_stack
+    from callgate.gate import Gate
+    from callgate.stores import open_store
+    from callgate.testing import FakeClock
+
+    spec = load_stack(stack)
+    gate_store = open_store(store, Gate.limits_for(spec))
+    try:
+        usage = Gate(spec, gate_store, FakeClock(time.time())).usage()
+    finally:
+        gate_store.close()
+    return sum(row["in_use"] for row in usage["layers"] if row["layer"] == "account")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ from callgate.dialer.scheduler import (
     EventLog,
     InboundTraffic,
     Progress,
+    Stopped,
     Timer,
     VirtualTimer,
     WallTimer,
@@ -42,7 +45,7 @@ from callgate.dialer.scheduler import (
 from callgate.errors import ConfigError, StoreError
 from callgate.flags import duration_flag
 from callgate.gate import Gate
-from callgate.stores import open_store
+from callgate.stores import Store, open_store
 from callgate.stores.memory import MemoryStore
 from callgate.testing import FakeClock
 
@@ -129,8 +132,8 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
     if simulate:
         clock = FakeClock(start if start is not None else time.time())
         timer = VirtualTimer(clock)
-        gate = Gate(stack, MemoryStore(Gate.limits_for(stack)), clock,
-                    rng=random.Random(campaign.spec.dry_run.seed))
+        gate_store: Store = MemoryStore(Gate.limits_for(stack))
+        gate = Gate(stack, gate_store, clock, rng=random.Random(campaign.spec.dry_run.seed))
     else:
         timer = WallTimer()
         try:
@@ -138,7 +141,8 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
                 from callgate.stores.redis import check_sharing
 
                 check_sharing(stack)
-            gate = Gate(stack, open_store(url, Gate.limits_for(stack)), system_clock)
+            gate_store = open_store(url, Gate.limits_for(stack))
+            gate = Gate(stack, gate_store, system_clock)
         except ConfigError as exc:
             click.echo(str(exc), err=True)
             raise click.exceptions.Exit(2) from None
@@ -153,6 +157,7 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
     try:
         ledger = Ledger(state_path, durable=not simulate)
     except LedgerError as exc:
+        gate_store.close()
         raise click.ClickException(str(exc)) from None
     events = None
     try:
@@ -160,17 +165,36 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
         dialer_placer = make_placer(placer, campaign.spec.dry_run, log=dry_run_log)
     except OSError as exc:
         ledger.close()
+        gate_store.close()
         raise click.ClickException(f"cannot open {exc.filename!r}: {exc.strerror}") from None
+    dialer = Dialer(campaign, gate, ledger, dialer_placer, timer, events=events,
+                    inbound=inbound)
+
+    def stop(signum: int, frame: object) -> None:
+        dialer.stop_requested = True  # honoured between tries
+
+    # Signal handlers can only be set from the main thread (an embedding app's thread
+    # keeps its own handling).
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+                if main}
     try:
         with _live(campaign.name, enabled=not as_json) as show:
-            dialer = Dialer(campaign, gate, ledger, dialer_placer, timer, events=events,
-                            on_progress=show, inbound=inbound)
+            dialer.on_progress = show
             summary = dialer.run()
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
+    except Stopped:
+        resume = "" if state_path == ":memory:" else (
+            f"; run the same command again (--state {state_path}) to resume")
+        click.echo(f"stopped: every try so far is recorded{resume}", err=True)
+        raise click.exceptions.Exit(130) from None
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         dialer_placer.close()
         ledger.close()
+        gate_store.close()
         if events is not None:
             events.close()
     summary["simulated"] = simulate

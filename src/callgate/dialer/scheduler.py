@@ -192,6 +192,11 @@ class _KillPoints:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Stopped(Exception):
+    """The dialler was asked to stop (:attr:`Dialer.stop_requested`) and stopped between
+    tries: every try so far is recorded; running again resumes."""
+
+
 class EventLog:
     """``--events FILE.jsonl``: one JSON line per try and per skipped contact (appended).
 
@@ -237,7 +242,7 @@ class Dialer:
                  inbound: InboundTraffic | None = None) -> None:
         self.campaign, self.gate, self.ledger, self.placer = campaign, gate, ledger, placer
         self.timer, self.events, self.inbound = timer, events, inbound
-        self._on_progress = on_progress
+        self.on_progress = on_progress
         self._stack = gate.stack
         self._account = campaign.spec.account
         self._contacts = {c.row: c for c in campaign.contacts}
@@ -259,6 +264,9 @@ class Dialer:
         self._first_placed: float | None = None
         self._last_placed: float | None = None
         self._last_progress = 0.0
+        # Set from a signal handler; read only between tries, so a stop never falls between
+        # an admission, its 'placing' record and the placer.
+        self.stop_requested = False
 
     # the loop ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -273,18 +281,27 @@ class Dialer:
         if self.inbound is not None and self.inbound.calls_per_hour > 0:
             self._schedule(started + self._rng.expovariate(self.inbound.calls_per_hour / HOUR_S),
                            _INBOUND, None)
-        while True:
-            now = self.timer.now()
-            while self._events and self._events[0][0] <= now:
-                _, kind, _, payload = heapq.heappop(self._events)
-                self._handle(kind, payload, now)
-            self._dispatch(now)
-            self._report(now)
-            if not self._due and not self._active:
-                break
-            wake = self._next_wake(now)
-            self.timer.sleep_until(wake)
-        self._end_inbound()
+        try:
+            while True:
+                now = self.timer.now()
+                while self._events and self._events[0][0] <= now:
+                    _, kind, _, payload = heapq.heappop(self._events)
+                    self._handle(kind, payload, now)
+                self._dispatch(now)
+                self._report(now)
+                if not self._due and not self._active:
+                    break
+                if self.stop_requested:
+                    raise Stopped("stopped on request")
+                self.timer.sleep_until(self._next_wake(now))
+        finally:
+            # Stopped (done, Ctrl-C, SIGTERM): the leases the dialler holds for its own
+            # dry-run calls go back now rather than at their expiry; the ledger already
+            # says where to resume.
+            for call_id in list(self._active):
+                self._release(call_id)
+            self._active.clear()
+            self._end_inbound()
         return self._summary(started, self.timer.now())
 
     def _next_wake(self, now: float) -> float:
@@ -329,7 +346,7 @@ class Dialer:
     # dialling -----------------------------------------------------------------------------
     def _dispatch(self, now: float) -> None:
         hours = self.campaign.hours
-        while self._due and self._due[0][0] <= now:
+        while self._due and self._due[0][0] <= now and not self.stop_requested:
             row = self._due[0][1]
             contact = self._contacts[row]
             opens = hours.next_open(now, contact.zone)
@@ -360,6 +377,7 @@ class Dialer:
                 return
             if decision.outcome is Outcome.ADMITTED:
                 heapq.heappop(self._due)
+                self._active[call_id] = number  # from here on a stop gives the slot back
                 self._headroom.took(number)
                 assert decision.lease is not None
                 self._place(contact, try_no, call_id, number, dict(decision.lease.keys))
@@ -423,6 +441,7 @@ class Dialer:
         life = placement.duration_s
         if life <= 0:
             self._release(call_id)
+            self._active.pop(call_id, None)
             if self._headroom is not None:
                 self._headroom.freed(number)
             return
@@ -430,7 +449,6 @@ class Dialer:
             # one renew covering the known length (the dry run knows it up front)
             with contextlib.suppress(StoreError):
                 self.gate.renew(call_id, self._account, ttl_s=life + self._stack.gate.lease_ttl)
-        self._active[call_id] = number
         self._schedule(ended, _END, call_id)
 
     # inbound (simulation) -----------------------------------------------------------------
@@ -522,12 +540,12 @@ class Dialer:
         return sum(len(d) for d in self._recent.values()) / span
 
     def _report(self, now: float) -> None:
-        if self._on_progress is None:
+        if self.on_progress is None:
             return
         wall = time.monotonic()
         if wall - self._last_progress >= 0.2 or (not self._due and not self._active):
             self._last_progress = wall
-            self._on_progress(self.progress(now))
+            self.on_progress(self.progress(now))
 
     def _summary(self, started: float, finished: float) -> dict[str, Any]:
         statuses = self.ledger.statuses()
