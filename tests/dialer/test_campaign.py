@@ -150,3 +150,12 @@ def test_the_example_campaign_runs_in_simulation() -> None:
     summary = json.loads(result.output)
     assert summary["skip_reasons"] == {"dnc": 1, "no_consent": 1, "duplicate": 1}
     assert summary["placed"] + summary["skipped"] == summary["contacts"] == 12
+
+
+def test_extra_columns_are_passed_through_to_the_call() -> None:
+    """Columns beyond phone, timezone and consent reach the placer with each contact."""
+    root = Path(__file__).parents[2] / "examples"
+    campaign = load_campaign(root / "campaign" / "campaign.toml",
+                             load_stack(root / "stack.toml"))
+    assert campaign.contacts[0].extra == {"first_name": "Ana", "reason": "annual check-up"}
+    assert len(campaign.caller_ids) == 6 and campaign.dnc_count == 2

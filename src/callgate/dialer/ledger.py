@@ -148,12 +148,17 @@ class Ledger:
             self._db.execute("UPDATE contacts SET tries = ? WHERE row = ?", (try_no, row))
 
     def finish_try(self, call_id: str, row: int, result: str, reason: str,
-                   ended_at: float | None, next_at: float | None) -> None:
-        """Commit the try's result; ``next_at`` None closes the contact ``placed``."""
+                   ended_at: float | None, next_at: float | None, *,
+                   unknown: bool = False) -> None:
+        """Commit the try's result; ``next_at`` None closes the contact ``placed`` (or
+        ``unknown`` when nobody can tell whether the call went out)."""
         with self._tx():
             self._db.execute("UPDATE tries SET state = ?, ended_at = ?, reason = ? "
                              "WHERE call_id = ?", (result, ended_at, reason, call_id))
-            if next_at is None:
+            if unknown:
+                self._db.execute("UPDATE contacts SET status = 'unknown', next_at = NULL, "
+                                 "reason = ? WHERE row = ?", (reason, row))
+            elif next_at is None:
                 self._db.execute("UPDATE contacts SET status = 'placed', next_at = NULL, "
                                  "reason = ? WHERE row = ?", (result, row))
             else:

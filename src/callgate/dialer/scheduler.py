@@ -414,16 +414,23 @@ class Dialer:
         self._tries[contact.row] = try_no
         self._kill.reach("before_place")
         spec = self.campaign.spec
-        placement = self.placer.place(Attempt(call_id, contact.row, try_no, contact.phone,
-                                              number, spec.ring_timeout, contact.extra, keys))
+        try:
+            placement = self.placer.place(Attempt(call_id, contact.row, try_no, contact.phone,
+                                                  number, spec.ring_timeout, contact.extra,
+                                                  keys))
+        except Exception as exc:  # any placer failure: the call may have gone out
+            # Nobody can tell whether the phone rang: recorded unknown and never tried again,
+            # like a try a crash interrupted.
+            placement = Placement("unknown", f"placer error: {type(exc).__name__}: {exc}")
         self._kill.reach("after_place")
         ended = at + placement.duration_s
         delay = getattr(spec.retry, placement.result, None) \
             if placement.result in _RETRIED_RESULTS else None
         next_at = ended + delay if delay is not None and try_no < spec.max_tries else None
+        unknown = placement.result == "unknown"
         self._hold_lease(call_id, number, placement, ended)
         self.ledger.finish_try(call_id, contact.row, placement.result, placement.reason,
-                               ended, next_at)
+                               ended, next_at, unknown=unknown)
         self._kill.reach("after_record")
         record = TryRecord(call_id, contact.row, try_no, number, placement.result, at, ended,
                            placement.reason)
