@@ -26,6 +26,7 @@ from rich.table import Table
 
 from callgate import __version__
 from callgate.config import CONFIG_ENV, Stack, load_stack
+from callgate.dialer.command import dial
 from callgate.errors import ConfigError, StoreError
 from callgate.flags import finite
 from callgate.planning.capacity import (
@@ -247,6 +248,7 @@ cli.add_command(plan)
 cli.add_command(simulate)
 cli.add_command(loadtest)
 cli.add_command(status)
+cli.add_command(dial)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
