@@ -43,7 +43,7 @@ from callgate.dialer.scheduler import (
     WallTimer,
 )
 from callgate.errors import ConfigError, StoreError
-from callgate.flags import duration_flag
+from callgate.flags import duration_flag, finite
 from callgate.gate import Gate
 from callgate.stores import Store, open_store
 from callgate.stores.memory import MemoryStore
@@ -82,7 +82,7 @@ def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
                    "on the same stack, with the dry-run placer.")
 @click.option("--start", callback=_start, metavar="ISO8601",
               help="With --simulate: the virtual start time.  [default: now]")
-@click.option("--inbound-calls-per-hour", type=click.FloatRange(0), default=0.0,
+@click.option("--inbound-calls-per-hour", type=finite(0), default=0.0,
               metavar="N", help="With --simulate: inbound calls injected on the campaign's "
                                 "account (Poisson), to see reserved inbound room hold.")
 @click.option("--inbound-aht", callback=duration_flag, metavar="DURATION",
