@@ -17,6 +17,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from tests.conftest import make_store, stack_from
+from tests.stores import redis_server
 
 from callgate.gate import Gate
 from callgate.model import Call, Outcome, Reason, RenewStatus
@@ -140,6 +141,8 @@ class GateMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.stack = stack_from(STACK)
         limits = Gate.limits_for(self.stack)
+        if self.kind.startswith("redis"):
+            redis_server.require()  # before the temporary directory, which a skip would leak
         self.tmp = tempfile.TemporaryDirectory()
         store: Store = make_store(self.kind, Path(self.tmp.name))(limits)
         self.gate = Gate(self.stack, store, self.clock, rng=random.Random(0))
