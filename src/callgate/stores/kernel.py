@@ -498,7 +498,9 @@ def usage(st: State, now: float, in_use: dict[str, int], cooldowns: list[tuple[s
         WindowUsage(key, st.count_since(key, now - period), limit, period)
         for key, (limit, period) in st.limits.windows.items()
     )
+    # Cooldowns by scope name: every store reads them in its own order.
+    cooling = tuple(sorted((k, u) for k, u in cooldowns if u > now))
     return UsageSnapshot(
-        layers, windows, tuple((k, u) for k, u in cooldowns if u > now), tuple(queue), leases,
+        layers, windows, cooling, tuple(queue), leases,
         in_use.get(EXPIRED_TOTAL, 0),
     )

@@ -261,13 +261,19 @@ local function get(account, call_id)
   if account then
     return load(rid(account, call_id))
   end
+  -- Ordering rule 1 of base.py: a live lease or queue entry first (another account's
+  -- tombstone of the same id must not hide it), else the first account in config order.
+  local first = nil
   for _, name in ipairs(cjson.decode(HEAD[5])) do
     local r = load(rid(name, call_id))
     if r then
-      return r
+      if r.s == "leased" or r.s == "queued" then
+        return r
+      end
+      first = first or r
     end
   end
-  return nil
+  return first
 end
 
 local function qmember(r)
