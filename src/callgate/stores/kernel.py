@@ -14,6 +14,7 @@ The functions here run *inside* a store's atomic step and see the store only thr
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -307,21 +308,29 @@ Blocked = list[tuple[Record, list[Blocker]]]
 
 
 def promote(st: State, now: float) -> Blocked:
-    """Admit every queue head that fits, in (priority, arrival) order; return the rest."""
-    while True:
-        heads = sorted(st.queue_heads(), key=lambda r: (-r.priority, r.seq))
-        blocked: Blocked = []
-        moved = False
-        for head in heads:
-            assert head.claim is not None, "a queued record always keeps its claim"
-            blockers, choice = evaluate(st, head.claim, now)
-            if blockers:
-                blocked.append((head, blockers))
-            else:
-                take(st, head.claim, choice, now, head, promoted=True)
-                moved = True
-        if not moved:
-            return blocked
+    """Admit the queue heads that fit, best (priority, arrival) first; return the others.
+
+    Ordering rule 3 of ``stores/base.py``: a promoted head's successor on its number
+    competes at its own (priority, arrival); a head that does not fit is passed over with
+    its blockers, and nothing behind it is tried (promotion only takes room, so it cannot
+    fit later in this step). The heads passed over come back in (priority, arrival) order.
+    """
+    # (-priority, arrival, record): arrivals are unique, so records are never compared.
+    heads = [(-head.priority, head.seq, head) for head in st.queue_heads()]
+    heapq.heapify(heads)
+    blocked: Blocked = []
+    while heads:
+        head = heapq.heappop(heads)[2]
+        assert head.claim is not None, "a queued record always keeps its claim"
+        blockers, choice = evaluate(st, head.claim, now)
+        if blockers:
+            blocked.append((head, blockers))
+            continue
+        take(st, head.claim, choice, now, head, promoted=True)
+        behind = st.queue_of(head.number)
+        if behind:
+            heapq.heappush(heads, (-behind[0].priority, behind[0].seq, behind[0]))
+    return blocked
 
 
 def inbound_waiting(st: State, claim: Claim, blocked: Blocked, now: float) -> list[Blocker]:

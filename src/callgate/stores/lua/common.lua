@@ -591,18 +591,12 @@ build_slow = function()
     return choice
   end
 
-  local function queue_heads()
-    local heads = {}
-    for number in pairs(queued_numbers()) do
-      local first = redis.call("ZRANGE", P .. "q:" .. number, 0, 0)
-      if first[1] then
-        local r = load(string.sub(first[1], 17))
-        if r then
-          heads[#heads + 1] = r
-        end
-      end
+  local function queue_head(number)
+    local first = redis.call("ZRANGE", P .. "q:" .. number, 0, 0)
+    if first[1] then
+      return load(string.sub(first[1], 17))
     end
-    return heads
+    return nil
   end
 
   local function by_priority_then_arrival(a, b)
@@ -612,26 +606,38 @@ build_slow = function()
     return a.q < b.q
   end
 
-  -- Each pass promotes at least one head or ends the loop.
+  -- Ordering rule 3 of stores/base.py (kernel.promote): the best head first; a promoted
+  -- head's successor joins the heads at its own place; a head that does not fit is
+  -- passed over, and nothing behind it is tried in this step.
   function S.promote()
-    while true do
-      local heads = queue_heads()
-      table.sort(heads, by_priority_then_arrival)
-      local blocked, moved = {}, false
-      for _, head in ipairs(heads) do
-        local c = claim_of(head)
-        local blockers, choice = evaluate(c)
-        if #blockers > 0 then
-          blocked[#blocked + 1] = {head, blockers}
-        else
-          take(c, choice, head, true)
-          moved = true
-        end
-      end
-      if not moved then
-        return blocked
+    local heads = {}
+    for number in pairs(queued_numbers()) do
+      local r = queue_head(number)
+      if r then
+        heads[#heads + 1] = r
       end
     end
+    table.sort(heads, by_priority_then_arrival)
+    local blocked = {}
+    while #heads > 0 do
+      local head = table.remove(heads, 1)
+      local c = claim_of(head)
+      local blockers, choice = evaluate(c)
+      if #blockers > 0 then
+        blocked[#blocked + 1] = {head, blockers}
+      else
+        take(c, choice, head, true)
+        local behind = queue_head(head.n)
+        if behind then
+          local at = 1
+          while at <= #heads and by_priority_then_arrival(heads[at], behind) do
+            at = at + 1
+          end
+          table.insert(heads, at, behind)
+        end
+      end
+    end
+    return blocked
   end
 
   function S.inbound_waiting(c, blocked)
