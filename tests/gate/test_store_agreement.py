@@ -6,7 +6,7 @@ The ordering rules themselves are pinned in ``test_ordering.py``.
 
 from __future__ import annotations
 
-from tests.conftest import GateFactory
+from tests.conftest import GateFactory, stack_from
 from tests.gate.stacks import BASE, N1, N2
 
 from callgate.model import Call, Outcome, Reason, RenewStatus
@@ -101,3 +101,21 @@ def test_a_final_rejection_replaces_a_tombstone_past_its_time(make_gate: GateFac
     gate.release("b1")
     again = gate.acquire(Call("o", "outbound", N1, attempt=3))
     assert (again.outcome, again.reason) == (Outcome.REJECTED, Reason.MAX_ATTEMPTS)
+
+
+def test_a_promotion_after_a_reload_logs_only_the_windows_the_stack_still_has(
+        make_gate: GateFactory) -> None:
+    """A caller queued under a window that a reload removed is promoted without counting in
+    it, so the window starts empty when it comes back (memory and Redis counted it)."""
+    windowed = BASE.replace('max_concurrent = 2\n\n[numbers."+15550000002"]',
+                            'max_concurrent = 2\nwindows = [{direction = "inbound", limit = 5, '
+                            'per = "1h"}]\n\n[numbers."+15550000002"]')
+    gate, _ = make_gate(windowed)
+    gate.acquire(Call("c1", "inbound", N1))
+    gate.acquire(Call("c2", "inbound", N1))
+    assert gate.acquire(Call("q", "inbound", N1)).outcome is Outcome.QUEUED
+    gate.reload(stack_from(BASE))
+    assert gate.release("c1").released  # q is promoted under the window-less stack
+    assert gate.acquire(Call("q", "inbound", N1)).reason is Reason.PROMOTED
+    gate.reload(stack_from(windowed))
+    assert [w["count"] for w in gate.usage()["windows"]] == [2]

@@ -58,8 +58,8 @@ def stack_text(t1: int = 3, t2: int = 3, zulu: int = 3, acme: int = 2, n1: int =
                llm_per_key: int = 1, llm_max: int = 3, db: int = 5, mode: str = "enforce",
                n2_window: bool = True) -> str:
     """The differential stack; the arguments are what reloads change."""
-    n2_windows = ('windows = [{direction = "outbound", limit = 2, per = "30s"}]'
-                  if n2_window else "")
+    n2_windows = ('windows = [{direction = "outbound", limit = 2, per = "30s"}, '
+                  '{direction = "inbound", limit = 3, per = "30s"}]' if n2_window else "")
     return f"""
 [gate]
 lease_ttl = "20s"

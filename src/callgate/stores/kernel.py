@@ -277,7 +277,8 @@ def take(
 ) -> Record:
     held = _held(claim, choice)
     _add_held(st, held, 1)
-    for key in claim.windows:
+    # The windows the stack has now: a claim queued before a reload may name one it removed.
+    for key, _, _ in _plan(claim, st.limits).rates:
         st.log_event(key, now)
     max_end = now + claim.max_duration_s
     expires_at = min(now + claim.ttl_s, max_end)

@@ -266,7 +266,7 @@ class _SqliteState:
 
     def log_event(self, key: str, at: float) -> None:
         spec = self.limits.windows.get(key)
-        if spec is None:  # a queued claim names a window a reload removed: nothing to count
+        if spec is None:  # never so: the kernel logs only the stack's windows
             return
         self.db.execute(_LOG, (key, at, at + spec[1]))
         for counted in [c for c in self.counts if c[0] == key]:

@@ -495,7 +495,9 @@ local function take(c, choice, r, promoted)
     held[n] = key
   end
   for _, key in ipairs(c.w) do
-    log_event(key)
+    if window_of(key) ~= nil then  -- the windows the stack has now (kernel.take)
+      log_event(key)
+    end
   end
   if r == nil then
     r = {a = c.a, i = c.i, f = c.f, n = c.n, d = c.d, p = c.p}
