@@ -66,7 +66,18 @@ def _stop_redis_servers() -> Iterator[None]:
 @pytest.fixture(params=STORE_KINDS)
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """A factory of fresh stores of each kind (the contract suite runs on every store)."""
-    yield make_store(request.param, tmp_path)
+    make = make_store(request.param, tmp_path)
+    built: list[Store] = []
+
+    def build(limits: Limits) -> Store:
+        built.append(make(limits))
+        return built[-1]
+
+    yield build
+    # Closed here, not whenever the garbage collector gets to them: an unclosed Redis
+    # socket's ResourceWarning would fail whichever test happens to be running then.
+    for store in built:
+        store.close()
 
 
 def stack_from(text: str) -> Stack:

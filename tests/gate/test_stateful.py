@@ -168,6 +168,7 @@ class GateMachine(RuleBasedStateMachine):
         except BaseException:
             self.tmp.cleanup()
             raise
+        self.store = store
         self.gate = Gate(self.stack, store, self.clock, rng=random.Random(0))
         self.model = Model()
         self.ids = itertools.count()
@@ -300,12 +301,15 @@ class GateMachine(RuleBasedStateMachine):
                 assert len(inside) <= limit, f"window {name} exceeded at {t}"
 
     def teardown(self) -> None:
-        for call_id in list(self.model.leases) + list(self.model.queued):
-            self.gate.release(call_id)
-        usage = self.gate.usage()
-        assert all(row["in_use"] == 0 for row in usage["layers"])
-        assert usage["leases"] == 0 and self.gate.queue() == []
-        self.tmp.cleanup()
+        try:
+            for call_id in list(self.model.leases) + list(self.model.queued):
+                self.gate.release(call_id)
+            usage = self.gate.usage()
+            assert all(row["in_use"] == 0 for row in usage["layers"])
+            assert usage["leases"] == 0 and self.gate.queue() == []
+        finally:
+            self.store.close()
+            self.tmp.cleanup()
 
 
 class SqliteMachine(GateMachine):

@@ -237,6 +237,19 @@ def test_account_sharing_puts_each_account_in_its_own_slot(store_url: str) -> No
     assert len(slots) == 2
 
 
+def test_account_sharing_finds_the_live_lease_of_a_later_account(store_url: str) -> None:
+    """Per-account tags, renew and release without an account: b's live lease is found
+    behind a's ended call of the same id (ordering rule 1 across hash tags)."""
+    gate = gate_on(store_url + "&sharing=account", TWO_TENANTS)
+    gate.acquire(Call("x", "inbound", N1))
+    assert gate.release("x", account="a").released
+    gate.acquire(Call("x", "inbound", N2))
+    renewed = gate.renew("x")
+    assert renewed.lease is not None and renewed.lease.account == "b"
+    assert gate.release("x").released and in_use(gate, "account", "b") == 0
+    assert gate.renew("x").status.value == "ended"
+
+
 def test_account_sharing_is_refused_when_accounts_share_a_pool_or_trunk(store_url: str) -> None:
     """sharing=account is refused, naming the shared pool or trunk, when accounts share one."""
     shared_pool = TWO_TENANTS + '[providers.llm]\nkeys = ["k1"]\nsessions_per_key = 2\n'

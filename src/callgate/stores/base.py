@@ -2,15 +2,60 @@
 
 The gate turns a call into a :class:`Claim` (every slot, provider key group and window
 it needs); a store applies it in one atomic step: it expires what is due, promotes queue
-heads that now fit, then takes every slot or none. Two orderings are applied inside
-that step because they must be atomic: the key with the most headroom wins in each
-provider group (ties by config order, keys cooling down skipped), and only queue heads
-are promoted, in (priority, arrival) order. Everything else (messages, retry timing,
-what to do with a blocked call) is the gate's.
+heads that now fit, then takes every slot or none. Everything else (messages, retry
+timing, what to do with a blocked call) is the gate's.
 
 Keys name a layer and a scope: ``number:+14155550100``, ``trunk:carrier-a``,
 ``account:acme``, ``provider:openai`` (the pool), ``provider:openai:key-a`` (one key),
 ``resource:db``, and windows ``window:<layer>:<scope>:<direction>:<period>``.
+
+Ordering rules
+--------------
+Every store applies these inside its atomic step, so that memory, SQLite and Redis give
+the same answer to the same calls (``tests/gate/test_ordering.py`` pins each rule on
+every store; ``tests/stores/test_differential.py`` runs random calls on all three at
+once). "Config order" is the order of the stack file (``Limits.accounts``, a pool's
+``keys``).
+
+1. **Lookup without an account** (``renew`` and ``release`` with ``account=None``): a
+   live record (a lease or a queue entry) of any account first; else a rejected or ended
+   record; among several, the first account in config order. Only the accounts of the
+   current stack are searched, and a rejected or ended record past its ``until`` is gone
+   (to every lookup) whether or not the store has purged it yet.
+2. **Arrival.** A queued call gets a store-wide sequence number when it is queued (a poll
+   keeps it). Each number has one queue, ordered by priority (higher first) then arrival;
+   a queued call's position is its 1-based rank there. An inbound call that finds nobody
+   blocked is still queued while an entry of equal or higher priority waits on its number.
+3. **Promotion order.** Queue heads of every number (every account) are tried one at a
+   time, best (priority, arrival) first: a head that fits all of its layers is promoted,
+   and the entry behind it on its number becomes a head that competes at its own
+   (priority, arrival); a head that does not fit is passed over, does not block other
+   numbers, and nothing behind it on its own number is tried in that step (promotion
+   only takes room, so it cannot fit later in the step). A promoted lease's TTL runs
+   from the step that promoted it.
+4. **Which head a release promotes first.** A release frees the lease's slots (or cancels
+   a queued call: the entry behind it becomes the head) and then promotes by rule 3: the
+   released call's own number has no precedence over the other numbers' heads.
+5. **Key choice.** In each provider group, keys cooling down (or disabled) are skipped;
+   of the others, the key with the most headroom (cap - in use) wins, ties going to the
+   key listed first; a key without headroom is never chosen. No key: the group blocks
+   with ``provider_cooldown`` (until the earliest cooldown end) when every key is
+   cooling, else ``capacity``. Shadow mode (``Claim.force``) takes, for a group with no
+   key, the key with the most headroom among all keys, ties again to the first listed.
+6. **Expiry before promotion.** A step first expires leases with ``expires_at <= now``
+   (their slots return), then rejects queue entries with ``deadline <= now`` (max wait)
+   or ``last_poll + poll_timeout <= now`` (``queue_timeout``: their next poll replays the
+   rejection for ``tombstone_ttl``), then forgets records past their ``until``, and only
+   then promotes. So a caller past its time is never promoted, even into room freed at
+   the same instant. Time-driven changes happen at the first step at or after their
+   time, judged by that step's clock: a lease that expired at t=30 but is first noticed
+   at t=45 promotes at t=45, and a caller whose poll timeout fell between is dropped.
+7. **Blockers.** A verdict lists its blockers in claim order: all-of slots (trunk,
+   number, account, resources), then windows, then provider groups, then (outbound) the
+   scopes a waiting inbound head needs, in the order of those heads (rule 3) and their
+   needs. The gate names the blocker with the largest retry-after; on a tie, the first.
+8. **Usage.** Layers and windows come in the order of the stack's limits, cooldowns by
+   scope name.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ The functions here run *inside* a store's atomic step and see the store only thr
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -276,7 +277,8 @@ def take(
 ) -> Record:
     held = _held(claim, choice)
     _add_held(st, held, 1)
-    for key in claim.windows:
+    # The windows the stack has now: a claim queued before a reload may name one it removed.
+    for key, _, _ in _plan(claim, st.limits).rates:
         st.log_event(key, now)
     max_end = now + claim.max_duration_s
     expires_at = min(now + (claim.first_ttl_s or claim.ttl_s), max_end)
@@ -307,21 +309,29 @@ Blocked = list[tuple[Record, list[Blocker]]]
 
 
 def promote(st: State, now: float) -> Blocked:
-    """Admit every queue head that fits, in (priority, arrival) order; return the rest."""
-    while True:
-        heads = sorted(st.queue_heads(), key=lambda r: (-r.priority, r.seq))
-        blocked: Blocked = []
-        moved = False
-        for head in heads:
-            assert head.claim is not None, "a queued record always keeps its claim"
-            blockers, choice = evaluate(st, head.claim, now)
-            if blockers:
-                blocked.append((head, blockers))
-            else:
-                take(st, head.claim, choice, now, head, promoted=True)
-                moved = True
-        if not moved:
-            return blocked
+    """Admit the queue heads that fit, best (priority, arrival) first; return the others.
+
+    Ordering rule 3 of ``stores/base.py``: a promoted head's successor on its number
+    competes at its own (priority, arrival); a head that does not fit is passed over with
+    its blockers, and nothing behind it is tried (promotion only takes room, so it cannot
+    fit later in this step). The heads passed over come back in (priority, arrival) order.
+    """
+    # (-priority, arrival, record): arrivals are unique, so records are never compared.
+    heads = [(-head.priority, head.seq, head) for head in st.queue_heads()]
+    heapq.heapify(heads)
+    blocked: Blocked = []
+    while heads:
+        head = heapq.heappop(heads)[2]
+        assert head.claim is not None, "a queued record always keeps its claim"
+        blockers, choice = evaluate(st, head.claim, now)
+        if blockers:
+            blocked.append((head, blockers))
+            continue
+        take(st, head.claim, choice, now, head, promoted=True)
+        behind = st.queue_of(head.number)
+        if behind:
+            heapq.heappush(heads, (-behind[0].priority, behind[0].seq, behind[0]))
+    return blocked
 
 
 def inbound_waiting(st: State, claim: Claim, blocked: Blocked, now: float) -> list[Blocker]:
@@ -498,7 +508,9 @@ def usage(st: State, now: float, in_use: dict[str, int], cooldowns: list[tuple[s
         WindowUsage(key, st.count_since(key, now - period), limit, period)
         for key, (limit, period) in st.limits.windows.items()
     )
+    # Cooldowns by scope name: every store reads them in its own order.
+    cooling = tuple(sorted((k, u) for k, u in cooldowns if u > now))
     return UsageSnapshot(
-        layers, windows, tuple((k, u) for k, u in cooldowns if u > now), tuple(queue), leases,
+        layers, windows, cooling, tuple(queue), leases,
         in_use.get(EXPIRED_TOTAL, 0),
     )

@@ -159,13 +159,15 @@ class _MemoryState:
         return True
 
     def due_leases(self, now: float) -> list[Record]:
-        due = []
+        due: list[Record] = []
         heap = self.lease_heap
         while heap and heap[0][0] <= now:
             expires_at, account, call_id = heapq.heappop(heap)
             record = self.records.get((account, call_id))
-            # Renewals push a new heap entry; only the one matching the record counts.
-            if record is not None and record.state == "leased" and record.expires_at == expires_at:
+            # Renewals push a new heap entry; only the one matching the record counts, and
+            # only once (two renewals at one instant push two equal entries).
+            if (record is not None and record.state == "leased"
+                    and record.expires_at == expires_at and (not due or due[-1] is not record)):
                 due.append(record)
         return due
 

@@ -491,11 +491,16 @@ class RedisStore:
         self, account: str | None, call_id: str, ttl_s: float | None, now: float
     ) -> RenewOutcome:
         ttl = "" if ttl_s is None else _time(ttl_s)
+        first: RenewOutcome | None = None
         for tag, named in self._for_account(account):
             status, shown = self._call("renew", tag, now, call_id, ttl, *named)
-            if status != b"unknown":
-                return RenewOutcome(cast(RenewStatus, status.decode()), load_record(*shown))
-        return RenewOutcome("unknown")
+            if status == b"unknown":
+                continue
+            outcome = RenewOutcome(cast(RenewStatus, status.decode()), load_record(*shown))
+            if outcome.status in ("renewed", "queued"):  # live first (base.py, rule 1)
+                return outcome
+            first = first or outcome
+        return first or RenewOutcome("unknown")
 
     def release(self, account: str | None, call_id: str, now: float) -> tuple[bool, bool]:
         for tag, named in self._for_account(account):

@@ -76,6 +76,7 @@ _ADD = ("INSERT INTO slots (key, in_use) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET in_use = in_use + excluded.in_use")
 _LOG = ("INSERT INTO events (key, at, n, gone_at) VALUES (?, ?, 1, ?) ON CONFLICT (key, at) "
         "DO UPDATE SET n = n + 1, gone_at = max(gone_at, excluded.gone_at)")
+_UNTIL = COLUMNS.split(", ").index("until")
 _HEAD = 3  # the preload row starts with: earliest lease expiry, anything queued, cooling
 _preloads: dict[tuple[int, int, int], str] = {}
 
@@ -112,10 +113,12 @@ class _SqliteState:
     them), slot changes are kept as deltas and written by :meth:`flush`.
     """
 
-    def __init__(self, db: sqlite3.Connection, limits: Limits, purge_due: bool) -> None:
+    def __init__(self, db: sqlite3.Connection, limits: Limits, purge_due: bool,
+                 now: float = -math.inf) -> None:
         self.db = db
         self.limits = limits
         self.purge_due = purge_due
+        self.now = now  # tombstones with until <= now are gone (purged or not)
         self.base: dict[str, int] = {}
         self.delta: dict[str, int] = {}
         self.records: dict[tuple[str, str], Record | None] = {}
@@ -157,19 +160,29 @@ class _SqliteState:
             record = self.best[call_id] = self._best(found)
         else:
             found = row[at:]
-            record = self._load(found) if found[0] is not None else None
+            record = self._load(found) if found[0] is not None and self._here(found) else None
             if record is None:
                 self.records[(account, call_id)] = None
         if record is not None and record.claim is not None:
             self.prefetch(sorted(record.claim.scopes()))
 
+    def _here(self, row: Sequence[Any]) -> bool:
+        """False for a tombstone past its time, which is deleted now: the (throttled) purge
+        may not have run in this step, and a lookup must find what memory and Redis find."""
+        if row[2] < REJECTED or row[_UNTIL] > self.now:
+            return True
+        self.db.execute("DELETE FROM calls WHERE call_id = ? AND account = ?", (row[0], row[1]))
+        return False
+
     def _best(self, rows: list[Sequence[Any]]) -> Record | None:
-        """Of one call id's records in several accounts: a live lease or queue entry first
-        (an old tombstone of another account with the same id must not hide it), then the
-        first account by name."""
-        if not rows:
+        """Of one call id's records in several accounts, the one a lookup without an account
+        finds (base.py, rule 1): a live lease or queue entry first, then the first account
+        in config order; accounts no longer in the stack are not searched."""
+        order = {name: i for i, name in enumerate(self.limits.accounts)}
+        found = [r for r in rows if r[1] in order and self._here(r)]
+        if not found:
             return None
-        return self._load(min(rows, key=lambda r: (r[2] >= REJECTED, r[1])))
+        return self._load(min(found, key=lambda r: (r[2] >= REJECTED, order[r[1]])))
 
     def _load(self, row: Sequence[Any]) -> Record:
         ident = (row[1], row[0])
@@ -207,7 +220,7 @@ class _SqliteState:
             if ident in self.records:
                 return self.records[ident]
             row = self.db.execute(_BY_IDENT, (call_id, account)).fetchone()
-            if row is None:
+            if row is None or not self._here(row):
                 self.records[ident] = None
                 return None
             record = self._load(row)
@@ -253,7 +266,7 @@ class _SqliteState:
 
     def log_event(self, key: str, at: float) -> None:
         spec = self.limits.windows.get(key)
-        if spec is None:  # a queued claim names a window a reload removed: nothing to count
+        if spec is None:  # never so: the kernel logs only the stack's windows
             return
         self.db.execute(_LOG, (key, at, at + spec[1]))
         for counted in [c for c in self.counts if c[0] == key]:
@@ -411,7 +424,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r} is unavailable: {exc}") from exc
         try:
-            st = _SqliteState(self._db, self._limits, purge_due)
+            st = _SqliteState(self._db, self._limits, purge_due, now)
             result = step(st)
             st.flush()
             self._db.execute("COMMIT")

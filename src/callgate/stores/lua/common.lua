@@ -261,13 +261,19 @@ local function get(account, call_id)
   if account then
     return load(rid(account, call_id))
   end
+  -- Ordering rule 1 of base.py: a live lease or queue entry first (another account's
+  -- tombstone of the same id must not hide it), else the first account in config order.
+  local first = nil
   for _, name in ipairs(cjson.decode(HEAD[5])) do
     local r = load(rid(name, call_id))
     if r then
-      return r
+      if r.s == "leased" or r.s == "queued" then
+        return r
+      end
+      first = first or r
     end
   end
-  return nil
+  return first
 end
 
 local function qmember(r)
@@ -489,7 +495,9 @@ local function take(c, choice, r, promoted)
     held[n] = key
   end
   for _, key in ipairs(c.w) do
-    log_event(key)
+    if window_of(key) ~= nil then  -- the windows the stack has now (kernel.take)
+      log_event(key)
+    end
   end
   if r == nil then
     r = {a = c.a, i = c.i, f = c.f, n = c.n, d = c.d, p = c.p}
@@ -585,18 +593,12 @@ build_slow = function()
     return choice
   end
 
-  local function queue_heads()
-    local heads = {}
-    for number in pairs(queued_numbers()) do
-      local first = redis.call("ZRANGE", P .. "q:" .. number, 0, 0)
-      if first[1] then
-        local r = load(string.sub(first[1], 17))
-        if r then
-          heads[#heads + 1] = r
-        end
-      end
+  local function queue_head(number)
+    local first = redis.call("ZRANGE", P .. "q:" .. number, 0, 0)
+    if first[1] then
+      return load(string.sub(first[1], 17))
     end
-    return heads
+    return nil
   end
 
   local function by_priority_then_arrival(a, b)
@@ -606,26 +608,38 @@ build_slow = function()
     return a.q < b.q
   end
 
-  -- Each pass promotes at least one head or ends the loop.
+  -- Ordering rule 3 of stores/base.py (kernel.promote): the best head first; a promoted
+  -- head's successor joins the heads at its own place; a head that does not fit is
+  -- passed over, and nothing behind it is tried in this step.
   function S.promote()
-    while true do
-      local heads = queue_heads()
-      table.sort(heads, by_priority_then_arrival)
-      local blocked, moved = {}, false
-      for _, head in ipairs(heads) do
-        local c = claim_of(head)
-        local blockers, choice = evaluate(c)
-        if #blockers > 0 then
-          blocked[#blocked + 1] = {head, blockers}
-        else
-          take(c, choice, head, true)
-          moved = true
-        end
-      end
-      if not moved then
-        return blocked
+    local heads = {}
+    for number in pairs(queued_numbers()) do
+      local r = queue_head(number)
+      if r then
+        heads[#heads + 1] = r
       end
     end
+    table.sort(heads, by_priority_then_arrival)
+    local blocked = {}
+    while #heads > 0 do
+      local head = table.remove(heads, 1)
+      local c = claim_of(head)
+      local blockers, choice = evaluate(c)
+      if #blockers > 0 then
+        blocked[#blocked + 1] = {head, blockers}
+      else
+        take(c, choice, head, true)
+        local behind = queue_head(head.n)
+        if behind then
+          local at = 1
+          while at <= #heads and by_priority_then_arrival(heads[at], behind) do
+            at = at + 1
+          end
+          table.insert(heads, at, behind)
+        end
+      end
+    end
+    return blocked
   end
 
   function S.inbound_waiting(c, blocked)
