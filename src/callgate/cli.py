@@ -1,4 +1,4 @@
-"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP.
+"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP (and ``sip``).
 
 Every command reads the stack from ``--config PATH`` (or ``CALLGATE_CONFIG``; the flag
 wins). A wrong stack prints each problem (key path, bad value, what is accepted) and
@@ -36,6 +36,7 @@ from callgate.planning.capacity import (
 )
 from callgate.planning.command import plan
 from callgate.sim.commands import loadtest, simulate
+from callgate.sip.command import sip
 
 DEBUG_ENV = "CALLGATE_DEBUG"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -232,6 +233,7 @@ def _exit_cleanly_after_signals() -> None:
 cli.add_command(plan)
 cli.add_command(simulate)
 cli.add_command(loadtest)
+cli.add_command(sip)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
