@@ -1,21 +1,24 @@
 """The SIP edge: calls/s SIPp can push through ``callgate sip`` against SIPp to SIPp directly.
 
-    .venv/bin/python bench/bench_sip.py            # rates 25 .. 400 calls/s (~2 min)
+    .venv/bin/python bench/bench_sip.py            # rates 50 .. 400 calls/s (~1.5 min)
     .venv/bin/python bench/bench_sip.py --quick    # rates 25 .. 100, figures rougher
 
-One SIPp agent (the built-in ``uas`` scenario: 180, 200, waits for BYE) runs for the whole
-benchmark. At each rate, in the same run and interleaved, SIPp's built-in ``uac`` (INVITE,
-ACK, a short call, BYE) places ``rate x seconds`` calls
+Two SIPp agents (``bench/sip_uas.xml``: 180, 200, waits for BYE) run for the whole
+benchmark, one for the direct calls and one behind the edge. At each rate, in the same run
+and interleaved, SIPp's built-in ``uac`` (INVITE, ACK, a 100 ms call, BYE) places
+``rate x seconds`` calls
 
 - **directly** to the agent (the baseline: what SIPp and this machine can do), and
-- **through the edge** (``callgate sip`` on a SQLite store, a stack whose caps sit above
-  the offered load), which answers 100, asks the gate, forwards the INVITE as a B2BUA,
-  renews and releases the lease.
+- **through the edge** (``callgate sip`` on a SQLite store; the number's cap of 50 sits
+  above the offered concurrency, rate x call length, until the edge falls behind and calls
+  last longer), which answers 100, asks the gate, forwards the INVITE as a B2BUA, renews
+  and releases the lease. Calls over the cap are refused (486), and count as failed.
 
 A rate is *held* when every call succeeded (no failed call, no timeout) and the run ended
 within 1.5x its nominal length. The figure is the highest rate held by each, and the ratio
-edge / direct. The agent's peak concurrency (SIPp's ``CurrentCall``, sampled every second)
-is printed against the cap: the gate must never let more calls reach it than the cap.
+edge / direct. The peak concurrency of the agent behind the edge (SIPp's ``CurrentCall``,
+sampled every second) is printed against the cap: the gate must never let more calls reach
+it than the cap.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import machine
 
 NUMBER = "+14155550100"
-CAP = 200  # the number's cap: above every offered concurrency here (rate x call length)
+CAP = 50  # the number's cap: above every offered concurrency here (rate x call length)
 CALL_MS = 100
+AGENT = Path(__file__).resolve().parent / "sip_uas.xml"
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Step:
     failed: int
     seconds: float
     held: bool
+    why: str = ""  # the first error SIPp reported, for a rate not held
 
 
 def free_udp_port() -> int:
@@ -82,10 +87,12 @@ queue_max = 0
 def run_caller(target: str, rate: int, seconds: float, work: Path, tag: str) -> Step:
     calls = int(rate * seconds)
     stats = work / f"caller-{tag}-{rate}.csv"
+    errors = work / f"caller-{tag}-{rate}-errors.log"
     command = ["sipp", target, "-sn", "uac", "-s", NUMBER.lstrip("+"), "-i", "127.0.0.1",
                "-p", str(free_udp_port()), "-r", str(rate), "-m", str(calls),
                "-d", str(CALL_MS), "-nostdin", "-timeout", f"{seconds * 3 + 10:g}s",
-               "-recv_timeout", "5000", "-trace_stat", "-stf", str(stats)]
+               "-recv_timeout", "5000", "-trace_stat", "-stf", str(stats),
+               "-trace_err", "-error_file", str(errors)]
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=work, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, check=False)
@@ -93,7 +100,12 @@ def run_caller(target: str, rate: int, seconds: float, work: Path, tag: str) -> 
     successful, failed = _final_counts(stats)
     held = (proc.returncode == 0 and successful == calls and failed == 0
             and elapsed <= seconds * 1.5 + 1.0)
-    return Step(rate, calls, successful, failed, elapsed, held)
+    why = ""
+    if not held and errors.exists():
+        lines = [line for line in errors.read_text(errors="replace").splitlines()
+                 if "Aborting" in line or "Timeout" in line or "failed" in line.lower()]
+        why = " | ".join(lines[:2])[:400]
+    return Step(rate, calls, successful, failed, elapsed, held, why)
 
 
 def _final_counts(stats: Path) -> tuple[int, int]:
@@ -142,24 +154,25 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         raise SystemExit("sipp not found (apt-get install sip-tester)")
-    rates = [25, 50, 100] if args.quick else [25, 50, 100, 200, 400]
+    rates = [25, 50, 100] if args.quick else [50, 100, 150, 200, 300, 400]
     seconds = 3.0 if args.quick else 5.0
     with tempfile.TemporaryDirectory(prefix="callgate-bench-sip-") as tmp:
         work = Path(tmp)
         db = work / "gate.db"
         config = work / "stack.toml"
         config.write_text(stack_text(db), encoding="utf-8")
-        agent_port, edge_port = free_udp_port(), free_udp_port()
+        agent_port, gated_port, edge_port = free_udp_port(), free_udp_port(), free_udp_port()
         agent_stats = work / "agent.csv"
-        agent = subprocess.Popen(
-            ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(agent_port), "-nostdin",
-             "-trace_stat", "-stf", str(agent_stats), "-fd", "1"],
+        agents = [subprocess.Popen(
+            ["sipp", "-sf", str(AGENT), "-i", "127.0.0.1", "-p", str(port), "-nostdin",
+             *(["-trace_stat", "-stf", str(agent_stats), "-fd", "1"] if gated else [])],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for port, gated in ((agent_port, False), (gated_port, True))]
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
         edge = subprocess.Popen(
             [sys.executable, "-m", "callgate.cli", "sip", "--config", str(config),
              "--listen", f"127.0.0.1:{edge_port}", "--forward",
-             f"sip:agent@127.0.0.1:{agent_port}", "--log-level", "warning"],
+             f"sip:agent@127.0.0.1:{gated_port}", "--log-level", "warning"],
             cwd=work, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_ready(edge_port, edge)
@@ -173,10 +186,10 @@ def main() -> None:
                 print(f"{rate:>4} calls/s offered: direct {_line(direct[-1])}; "
                       f"edge {_line(through[-1])}", flush=True)
         finally:
-            edge.terminate()
-            agent.terminate()
-            edge.wait(timeout=20)
-            agent.wait(timeout=20)
+            for proc in (edge, *agents):
+                proc.terminate()
+            for proc in (edge, *agents):
+                proc.wait(timeout=20)
         peak = peak_current_calls(agent_stats)
     best_direct = max((s.rate for s in direct if s.held), default=0)
     best_edge = max((s.rate for s in through if s.held), default=0)
@@ -195,7 +208,7 @@ def main() -> None:
 
 def _line(step: Step) -> str:
     return (f"{step.successful}/{step.calls} ok, {step.failed} failed, {step.seconds:.1f} s"
-            + ("" if step.held else " (not held)"))
+            + ("" if step.held else f" (not held: {step.why or 'too slow'})"))
 
 
 if __name__ == "__main__":

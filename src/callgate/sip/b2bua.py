@@ -109,7 +109,8 @@ class Dialog:
         self.agent: Any = None
         self.try_event: Any = None
         self.connected = False
-        self.timers: list[Any] = []
+        self.timers: list[Any] = []  # the heartbeat and max_call_duration, once forwarded
+        self.poll_timer: Any = None  # the next poll of a queued call
         self.last_position: int | None = None
         self.last_182_s = 0.0
 
@@ -157,12 +158,13 @@ class Dialog:
         if position != self.last_position or now - self.last_182_s >= QUEUED_RESEND_S:
             self.caller.recvEvent(_ring(answers.queued(decision)))
             self.last_position, self.last_182_s = position, now
-        self.timers.append(Timeout(self._poll, POLL_INTERVAL_S))
+        self.poll_timer = Timeout(self._poll, POLL_INTERVAL_S)
 
     def _poll(self) -> None:
         self.edge.guard(self._repoll)
 
     def _repoll(self) -> None:
+        self.poll_timer = None
         if not self.lease.ended:
             self._decide()
 
@@ -237,6 +239,9 @@ class Dialog:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
+        if self.poll_timer is not None:
+            self.poll_timer.cancel()
+            self.poll_timer = None
         self.lease.release(why)
 
     def _dead(self, *args: Any) -> None:

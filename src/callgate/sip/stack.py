@@ -3,7 +3,7 @@
 sippy is configured through one dict (``global_config``) and a few class attributes; this
 module builds both, and the transaction manager the edge runs (:class:`EdgeTransactionManager`:
 sippy's, answering ``400 Bad Request`` to a request it cannot parse where sippy would drop it
-silently). It also adjusts sippy in two places, each for a reason of our own:
+silently). It also adjusts sippy in three places, each for a reason of our own:
 
 - sippy prints a traceback to stdout for every datagram it cannot parse. Malformed SIP from
   the network is the sender's problem, not a crash, and no traceback may reach a user: it
@@ -11,6 +11,10 @@ silently). It also adjusts sippy in two places, each for a reason of our own:
 - sippy compares a URI's ``transport`` parameter case-sensitively, so an agent whose Contact
   says ``transport=UDP`` (SIPp, several PBXes) could never be sent its BYE. URI parameters are
   case-insensitive (RFC 3261 19.1.4): the transport is lowercased where sippy reads it.
+- sippy reads and writes each UDP socket with several threads (and ``SO_REUSEPORT``), so a
+  180 and the 200 right behind it can leave in the other order; callers then see a 180
+  after the call was answered. The edge's sockets get one reader and one writer: the
+  event loop is one thread anyway, and order is kept.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sippy.SipTransactionManager as manager  # type: ignore[import-untyped]
 from sippy.SipConf import SipConf  # type: ignore[import-untyped]
 from sippy.SipRequest import SipRequest  # type: ignore[import-untyped]
 from sippy.SipURL import SipURL  # type: ignore[import-untyped]
+from sippy.Udp_server import Udp_server, Udp_server_opts  # type: ignore[import-untyped]
 
 log = logging.getLogger("callgate.sip")
 USER_AGENT = "callgate"
@@ -67,6 +72,10 @@ def global_config(host: str, port: int) -> dict[str, Any]:
     return {"_sip_address": host, "_sip_port": port, "_sip_logger": SipLog()}
 
 
+class _InOrderUdpOpts(Udp_server_opts):  # type: ignore[misc]
+    nworkers = 1  # one reader and one writer thread per socket: datagrams keep their order
+
+
 class EdgeTransactionManager(manager.SipTransactionManager):  # type: ignore[misc]
     """sippy's transaction manager, answering ``400 Bad Request`` to a malformed request.
 
@@ -77,6 +86,8 @@ class EdgeTransactionManager(manager.SipTransactionManager):  # type: ignore[mis
     nowhere to send an answer). Either way it never reaches the gate. Responses and
     well-formed requests go to sippy untouched.
     """
+
+    model_udp_server = (Udp_server, _InOrderUdpOpts)
 
     def handleIncoming(self, data_in: bytes | str, ra: Any, server: Any, rtime: Any) -> None:
         if len(data_in) >= 32 and not _is_response(data_in):
