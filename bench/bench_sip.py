@@ -204,6 +204,8 @@ def main() -> None:
     print(f"  ratio edge / direct:           {ratio:.2f}x")
     print(f"peak concurrency at the agent (sampled each second): {peak} (cap {CAP})"
           + ("  ABOVE THE CAP" if peak > CAP else ""))
+    if shutil.which("kamailio") is None:
+        print("kamailio is not installed: no comparison with a stateless SIP proxy this run")
 
 
 def _line(step: Step) -> str:

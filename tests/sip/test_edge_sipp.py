@@ -78,6 +78,21 @@ class Rig:
         finally:
             store.close()
 
+    def expire(self) -> bool:
+        """Run one expiry sweep on the shared store (what a running gate's reaper does)."""
+        from callgate.clock import system_clock
+        from callgate.config import load_stack
+        from callgate.gate import Gate
+        from callgate.stores import SqliteStore
+
+        stack = load_stack(self.config)
+        store = SqliteStore(self.db, Gate.limits_for(stack))
+        try:
+            Gate(stack, store, system_clock).expire()
+        finally:
+            store.close()
+        return False
+
     def in_use(self) -> int:
         layers = self.usage()["layers"]
         return int(next(row["in_use"] for row in layers if row["scope"] == NUMBER))
@@ -323,3 +338,17 @@ def test_metrics_count_the_edge_decisions(tmp_path: Path) -> None:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
     assert re.search(r'callgate_decisions_total\{[^}]*outcome="admitted"[^}]*\} 1\.0', text), text
     assert "callgate_slots_in_use" in text
+
+
+def test_after_an_edge_crash_live_leases_expire_within_one_ttl(tmp_path: Path) -> None:
+    """SIGKILL mid-call: nothing renews the lease, so the gate frees the slot after a TTL."""
+    with rig_for(tmp_path, lease_ttl="1s") as rig:
+        agent = rig.agent(sipp.SCENARIOS / "uas_answer.xml")
+        caller = rig.caller(sipp.SCENARIOS / "uac_caller_bye.xml", args=("-d", "30000"))
+        rig.until("the admission", lambda: rig.in_use() == 1)
+        rig.edge.proc.kill()
+        rig.edge.proc.wait()
+        rig.until("the lease's expiry", lambda: rig.expire() or rig.in_use() == 0)
+        assert rig.usage()["expired_total"] == 1
+        caller.stop()
+        agent.stop()

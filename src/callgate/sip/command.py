@@ -103,6 +103,10 @@ def sip(config: str | None, store: str | None, listen: str | None, forward: str 
     configure(getattr(logging, log_level.upper()), "json" if log_format == "json" else "text")
     url = stack.gate.store
     try:
+        if url.startswith(("redis", "rediss")):
+            from callgate.stores.redis import check_sharing
+
+            check_sharing(stack)
         gate_store = open_store(url, Gate.limits_for(stack))
         gate = Gate(stack, gate_store, system_clock)
     except ConfigError as exc:
