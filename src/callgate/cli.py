@@ -1,4 +1,4 @@
-"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP, ``status``.
+"""The ``callgate`` command: ``check`` a stack, ``serve`` the gate over HTTP (or ``sip``).
 
 Every command reads the stack from ``--config PATH`` (or ``CALLGATE_CONFIG``; the flag
 wins). A wrong stack prints each problem (key path, bad value, what is accepted) and
@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -37,11 +37,8 @@ from callgate.planning.capacity import (
 )
 from callgate.planning.command import plan
 from callgate.sim.commands import loadtest, simulate
+from callgate.sip.command import sip
 from callgate.status import status
-
-if TYPE_CHECKING:
-
-    pass
 
 DEBUG_ENV = "CALLGATE_DEBUG"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -249,6 +246,7 @@ cli.add_command(simulate)
 cli.add_command(loadtest)
 cli.add_command(status)
 cli.add_command(dial)
+cli.add_command(sip)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -38,6 +39,18 @@ Flag = Annotated[bool, Strict()]
 Direction = Literal["inbound", "outbound"]
 E164 = r"^\+[1-9]\d{1,14}$"
 CONFIG_ENV = "CALLGATE_CONFIG"
+
+
+def sip_uri(value: str) -> str:
+    """``value`` if it is a SIP URI (``sip:`` or ``sips:``, something after it, no spaces)."""
+    scheme, _, rest = value.partition(":")
+    if scheme not in ("sip", "sips") or not rest or any(c.isspace() for c in value):
+        raise ValueError('expected a SIP URI such as "sip:agent@10.0.0.5:5060"')
+    return value
+
+
+SipUri = Annotated[str, AfterValidator(sip_uri)]
+SipCode = Annotated[int, Field(ge=400, le=699)]
 
 
 class _Frozen(BaseModel):
@@ -105,6 +118,7 @@ class Account(_Prompted):
     windows: tuple[Window, ...] = ()
     auth_token_env: str | None = None  # the account's webhook signing token, when it differs
     stream_url: str | None = None  # the agent's media stream for this account's calls
+    sip_forward: SipUri | None = None  # the agent's SIP URI for this account's calls
 
 
 class Number(_Prompted):
@@ -113,6 +127,7 @@ class Number(_Prompted):
     max_concurrent: PositiveInt
     windows: tuple[Window, ...] = ()
     stream_url: str | None = None  # overrides the account's and [twilio]'s
+    sip_forward: SipUri | None = None  # overrides the account's and [sip] forward
 
 
 class Provider(_Frozen):
@@ -202,6 +217,31 @@ class TwilioSettings(_Frozen):
     validate_signatures: Flag = True
 
 
+class SipCodes(_Frozen):
+    """The final answer the SIP edge gives a refused INVITE, by what refused it."""
+
+    number: SipCode = 486
+    account: SipCode = 486
+    resource: SipCode = 486
+    provider: SipCode = 486
+    window: SipCode = 486
+    queue_full: SipCode = 486
+    queue_timeout: SipCode = 486
+    provider_cooldown: SipCode = 480
+    # RFC 3261 21.5.4: a 503 tells an upstream proxy this whole server is unavailable.
+    trunk: SipCode = 503
+    store_unavailable: SipCode = 503
+
+
+class SipSettings(_Frozen):
+    """``callgate sip``: where it listens and where admitted INVITEs go (flags win)."""
+
+    listen: str | None = None
+    forward: SipUri | None = None
+    forward_timeout: Duration = Field(default=32.0, gt=0)
+    codes: SipCodes = SipCodes()
+
+
 class Stack(_Frozen):
     """The whole configuration, validated and immutable."""
 
@@ -217,6 +257,7 @@ class Stack(_Frozen):
     costs: Costs = Costs()
     api: ApiSettings = ApiSettings()
     twilio: TwilioSettings = TwilioSettings()
+    sip: SipSettings = SipSettings()
 
     def webhook_lease_ttl(self) -> float:
         """TTL of a webhook-admitted lease: ``webhook_lease_ttl``, else the max call length."""

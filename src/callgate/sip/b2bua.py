@@ -1,0 +1,318 @@
+"""Two call legs per admitted call, on sippy's RFC 3261 stack (a B2BUA).
+
+sippy parses, retransmits and matches transactions; its ``UA`` runs each leg's dialog state
+machine. This module only wires the legs to the gate:
+
+    caller leg (UAS)         edge                          agent leg (UAC)
+    INVITE ───────────▶ 100 Trying, gate.acquire
+                        admitted ─ INVITE + X-Callgate-* ─────────▶
+    ◀──── 180/183/200 ───────── relayed ─────────────────── 180/183/200
+    BYE / CANCEL ─────────── relayed, lease released once ───────▶
+                        queued ─ 182 Queued, re-polled until promoted or refused
+                        refused ─ 486/480/503 + Retry-After, X-Callgate-Layer/Reason
+
+Everything runs on sippy's one event-loop thread (``ED2``): its UDP threads hand every
+datagram to that loop, so a dialog's callbacks never race each other. The gate's calls are
+synchronous and short (a SQLite transaction or one Redis round trip).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sippy.CCEvents import (  # type: ignore[import-untyped]
+    CCEventConnect,
+    CCEventDisconnect,
+    CCEventFail,
+    CCEventRing,
+    CCEventTry,
+)
+from sippy.SipCallId import SipCallId  # type: ignore[import-untyped]
+from sippy.SipGenericHF import SipGenericHF  # type: ignore[import-untyped]
+from sippy.SipHeader import SipHeader  # type: ignore[import-untyped]
+from sippy.SipURL import SipURL  # type: ignore[import-untyped]
+from sippy.Time.Timeout import Timeout  # type: ignore[import-untyped]
+from sippy.UA import UA  # type: ignore[import-untyped]
+
+from callgate.config import SipCodes
+from callgate.errors import CallgateError, UnknownNumberError
+from callgate.gate import Gate
+from callgate.model import Outcome
+from callgate.service.metrics import Metrics
+from callgate.sip import answers
+from callgate.sip.answers import Answer
+from callgate.sip.lease import DialogLease
+from callgate.sip.mapping import call_for, forward_uri
+
+log = logging.getLogger("callgate.sip")
+
+POLL_INTERVAL_S = 1.0  # how often a queued call asks again (slots free between polls)
+QUEUED_RESEND_S = 60.0  # RFC 3261 13.3.1.1: a provisional at least every minute
+REAP_INTERVAL_S = 1.0  # expire due leases and stale queue entries (as serve's reaper does)
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """What one ``callgate sip`` process needs beyond the stack (flags over ``[sip]``)."""
+
+    forward: str | None
+    forward_timeout_s: float
+    codes: SipCodes
+
+
+class _NamedHF(SipGenericHF):  # type: ignore[misc]
+    """A header written with our capitalisation (sippy's generic one would send ``X-callgate-…``).
+
+    Header names are case-insensitive (RFC 3261 7.3.1), but many tools and log searches
+    match them literally, so they go out as documented.
+    """
+
+    def __init__(self, body: str, name: str) -> None:
+        super().__init__(body, name)
+        self.written_name = name
+
+    def getCopy(self) -> _NamedHF:
+        return _NamedHF(self.body, self.written_name)
+
+    def getCanName(self, name: str, compact: bool = False) -> str:
+        return self.written_name
+
+
+def _header(name: str, value: str) -> Any:
+    return SipHeader(name=name, body=_NamedHF(value, name))
+
+
+def _fail(answer: Answer) -> Any:
+    event = CCEventFail((answer.code, answer.phrase))
+    event.extra_headers = tuple(_header(n, v) for n, v in answer.headers)
+    return event
+
+
+def _ring(answer: Answer) -> Any:
+    event = CCEventRing((answer.code, answer.phrase, None))
+    event.extra_headers = tuple(_header(n, v) for n, v in answer.headers)
+    return event
+
+
+class Dialog:
+    """One inbound call: the caller's leg, the agent's leg once admitted, and its lease."""
+
+    def __init__(self, edge: Edge, lease: DialogLease, sip_call_id: str) -> None:
+        self.edge = edge
+        self.lease = lease
+        self.sip_call_id = sip_call_id
+        self.caller = UA(edge.global_config, event_cb=self._from_caller,
+                         dead_cbs=(self._dead,))
+        self.agent: Any = None
+        self.try_event: Any = None
+        self.connected = False
+        self.timers: list[Any] = []  # the heartbeat and max_call_duration, once forwarded
+        self.poll_timer: Any = None  # the next poll of a queued call
+        self.last_position: int | None = None
+        self.last_182_s = 0.0
+
+    # the caller's leg ------------------------------------------------------------------
+    def _from_caller(self, event: Any, ua: Any) -> None:
+        self.edge.guard(self._on_caller, event)
+
+    def _on_caller(self, event: Any) -> None:
+        if isinstance(event, CCEventTry):
+            if self.try_event is None:
+                self.try_event = event
+                self._decide()
+            return
+        if isinstance(event, CCEventDisconnect | CCEventFail):
+            why = "caller_bye" if self.connected else "caller_cancel"
+            if self.agent is not None:
+                self.agent.recvEvent(CCEventDisconnect(origin="caller"))
+            self._end(why)
+            return
+        if self.agent is not None:  # re-INVITEs, INFO, UPDATE: the agent's business
+            self.agent.recvEvent(event)
+
+    def _decide(self) -> None:
+        try:
+            decision = self.lease.decide()
+        except CallgateError as exc:  # e.g. the number left the stack in a reload
+            log.warning("sip %s: %s; answering 500", self.sip_call_id, exc)
+            self.caller.recvEvent(_fail(Answer(500, answers.PHRASES[500])))
+            self._end("error")
+            return
+        if decision.outcome is Outcome.ADMITTED:
+            self._forward()
+        elif decision.outcome is Outcome.QUEUED:
+            self._hold()
+        else:
+            self.caller.recvEvent(_fail(answers.refusal(decision, self.edge.settings.codes)))
+            self._end("refused")
+
+    def _hold(self) -> None:
+        """Ringback with ``182 Queued`` (on change and every minute); poll until decided."""
+        decision = self.lease.decision
+        assert decision is not None
+        now = self.edge.gate.clock()
+        position = decision.queue.position if decision.queue is not None else 0
+        if position != self.last_position or now - self.last_182_s >= QUEUED_RESEND_S:
+            self.caller.recvEvent(_ring(answers.queued(decision)))
+            self.last_position, self.last_182_s = position, now
+        self.poll_timer = Timeout(self._poll, POLL_INTERVAL_S)
+
+    def _poll(self) -> None:
+        self.edge.guard(self._repoll)
+
+    def _repoll(self) -> None:
+        self.poll_timer = None
+        if not self.lease.ended:
+            self._decide()
+
+    # the agent's leg -------------------------------------------------------------------
+    def _forward(self) -> None:
+        target = self.edge.target_for(self.lease.call.number)
+        if target is None:  # checked at start-up; a reload may not remove it under a call
+            self.caller.recvEvent(_fail(Answer(500, answers.PHRASES[500])))
+            self._end("no_forward_uri")
+            return
+        decision = self.lease.decision
+        assert decision is not None and decision.lease is not None
+        url = SipURL(url=target)
+        headers = [_header("X-Callgate-Call-Id", decision.call_id)]
+        headers += [_header(f"X-Callgate-Key-{provider}", alias)
+                    for provider, alias in decision.lease.keys.items()]
+        _, cli, _, body, _, name = self.try_event.getData()
+        event = CCEventTry((SipCallId(), cli, url.username or self.lease.call.number, body,
+                            None, name), origin="caller")
+        event.extra_headers = tuple(headers)
+        self.agent = UA(self.edge.global_config, event_cb=self._from_agent,
+                        nh_address=(url.host, url.port or 5060),
+                        expire_time=self.edge.settings.forward_timeout_s)
+        self.agent.recvEvent(event)
+        self.timers.append(Timeout(self._heartbeat, self.lease.renew_interval_s, -1))
+
+    def _from_agent(self, event: Any, ua: Any) -> None:
+        self.edge.guard(self._on_agent, event)
+
+    def _on_agent(self, event: Any) -> None:
+        if isinstance(event, CCEventFail):
+            code = event.getData()[0] if event.getData() else 500
+            self.caller.recvEvent(_fail(answers.agent_failure(int(code))))
+            self._end(f"agent_{code}")
+            return
+        if isinstance(event, CCEventDisconnect):
+            if self.connected:
+                self.caller.recvEvent(CCEventDisconnect(origin="callee"))
+                self._end("agent_bye")
+            else:  # forward_timeout: sippy CANCELs the agent's INVITE for us
+                self.caller.recvEvent(_fail(Answer(480, answers.PHRASES[480],
+                                                   (("X-Callgate-Reason", "agent_timeout"),))))
+                self._end("agent_timeout")
+            return
+        if isinstance(event, CCEventConnect):
+            self.connected = True
+            self.timers.append(Timeout(self._too_long,
+                                       self.edge.gate.stack.gate.max_call_duration))
+        self.caller.recvEvent(event)
+
+    # the lease -------------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        self.edge.guard(self._renew)
+
+    def _renew(self) -> None:
+        if not self.lease.renew():
+            self._hang_up("lease_lost")
+
+    def _too_long(self) -> None:
+        self.edge.guard(self._hang_up, "max_call_duration")
+
+    def _hang_up(self, why: str) -> None:
+        """End the call from the middle: BYE (or CANCEL) to both legs."""
+        if self.lease.ended:
+            return
+        for leg in (self.caller, self.agent):
+            if leg is not None and not leg.isDead():
+                leg.recvEvent(CCEventDisconnect(origin="callgate"))
+        self._end(why)
+
+    def _end(self, why: str) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+        if self.poll_timer is not None:
+            self.poll_timer.cancel()
+            self.poll_timer = None
+        self.lease.release(why)
+
+    def _dead(self, *args: Any) -> None:
+        self.edge.guard(self._forget)
+
+    def _forget(self) -> None:
+        self._end("dead")  # a leg that died without an event we saw still frees its lease
+        self.edge.forget(self)
+
+
+class Edge:
+    """The request router sippy calls for every out-of-dialog request."""
+
+    def __init__(self, gate: Gate, metrics: Metrics | None, settings: EdgeSettings,
+                 global_config: dict[str, Any]) -> None:
+        self.gate = gate
+        self.metrics = metrics
+        self.settings = settings
+        self.global_config = global_config
+        self.dialogs: dict[str, Dialog] = {}
+
+    def target_for(self, number: str) -> str | None:
+        return forward_uri(self.gate.stack, number, self.settings.forward)
+
+    def guard(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run a callback; a bug in one call is logged in one line, never kills the loop."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            log.error("sip: unexpected %s: %s", type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+
+    def forget(self, dialog: Dialog) -> None:
+        if self.dialogs.get(dialog.sip_call_id) is dialog:
+            del self.dialogs[dialog.sip_call_id]
+
+    def reap(self) -> None:
+        """Expire due leases and stale queue entries (promoting queue heads)."""
+        self.guard(self.gate.expire)
+
+    def recv_request(self, req: Any, sip_t: Any) -> Any:
+        """sippy's callback for a request that belongs to no dialog it knows."""
+        try:
+            return self._route(req, sip_t)
+        except Exception as exc:
+            log.warning("sip: bad request (%s: %s); answering 400", type(exc).__name__, exc)
+            return (req.genResponse(400, "Bad Request"), None, None)
+
+    def _route(self, req: Any, sip_t: Any) -> Any:
+        method = req.getMethod()
+        if req.getHFBody("to").getTag() is not None:
+            # In-dialog but no such dialog: changes nothing (ACKs are dropped by sippy).
+            return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
+        if method == "OPTIONS":  # the upstream proxy's keep-alive
+            return (req.genResponse(200, "OK"), None, None)
+        if method != "INVITE":
+            return (req.genResponse(405, "Method Not Allowed"), None, None)
+        sip_call_id = str(req.getHFBody("call-id"))
+        if sip_call_id in self.dialogs:
+            # The same call on a new branch (a forked or re-sent INVITE): RFC 3261 8.2.2.2
+            # merged request. Never a second slot.
+            return (req.genResponse(482, "Loop Detected"), None, None)
+        to_user = req.getHFBody("to").getUrl().username
+        from_user = req.getHFBody("from").getUrl().username
+        call = call_for(sip_call_id, req.getRURI().username, to_user, from_user,
+                        self.gate.stack)
+        try:
+            account = self.gate.account_of(call.number)
+        except UnknownNumberError:
+            log.info("sip %s: number %r is not in the stack; 404", sip_call_id, call.number)
+            return (req.genResponse(404, "Not Found"), None, None)
+        dialog = Dialog(self, DialogLease(self.gate, self.metrics, call, account), sip_call_id)
+        self.dialogs[sip_call_id] = dialog
+        return dialog.caller.recvRequest(req, sip_t)
