@@ -64,18 +64,20 @@ from callgate.service.body_limit import BodyLimit
 from callgate.service.dashboard import dashboard_router
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
+from callgate.service.openapi_docs import (
+    EVERY_ROUTE_ERRORS,
+    SECURED,
+    WEBHOOK_ERRORS,
+    document_bearer,
+    route_errors,
+)
 from callgate.service.preflight import app_warnings, check_edges, webhooks_enabled
 from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
 from callgate.service.schemas import (
-    AcquireInvalidOut,
     CallRequest,
     DecisionOut,
-    ErrorOut,
     HealthOut,
-    InvalidRequestOut,
-    InvalidStackOut,
     LeaseOut,
-    NotReadyOut,
     ProviderErrorOut,
     ProviderErrorRequest,
     ReadyOut,
@@ -84,8 +86,6 @@ from callgate.service.schemas import (
     RenewOut,
     RenewRefusal,
     SettingsOut,
-    StoreDownOut,
-    TooLargeOut,
     retry_after_header,
 )
 from callgate.service.stream import STREAM_PATH, EventStreams, stream_router
@@ -168,7 +168,7 @@ def create_app(
     app.add_middleware(RequireToken, authenticator=authenticator,
                        query_token_paths=frozenset({STREAM_PATH}))
     app.add_middleware(BodyLimit)  # outermost: an oversized body is refused before anything
-    _document_bearer(app)
+    document_bearer(app)
     reload_lock = threading.Lock()
 
     run = _runner(gate)
@@ -195,7 +195,7 @@ def create_app(
         return result
 
     @inline_route(app, "POST", "/v1/calls", tags=["calls"], openapi_extra=SECURED,
-             responses=_errors("POST", "/v1/calls"), response_model=DecisionOut)
+             responses=route_errors("POST", "/v1/calls"), response_model=DecisionOut)
     async def acquire(body: CallRequest, request: Request) -> Response:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
         principal = principal_of(request)
@@ -216,7 +216,7 @@ def create_app(
     @app.post(
         # ":path": a call id may hold "/" (any visible ASCII), sent as %2F
         "/v1/calls/{call_id:path}/renew", tags=["calls"], openapi_extra=SECURED,
-        responses={**_errors("POST", "/v1/calls/{call_id}/renew"),
+        responses={**route_errors("POST", "/v1/calls/{call_id}/renew"),
                    404: {"model": RenewRefusal, "description": "No live lease to renew."}},
     )
     async def renew(
@@ -233,7 +233,7 @@ def create_app(
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
     @inline_route(app, "DELETE", "/v1/calls/{call_id:path}", tags=["calls"], openapi_extra=SECURED,
-             responses=_errors("DELETE", "/v1/calls/{call_id}"), response_model=ReleaseOut)
+             responses=route_errors("DELETE", "/v1/calls/{call_id}"), response_model=ReleaseOut)
     async def release(call_id: str, request: Request, account: str | None = None) -> Response:
         """The call ended (or the caller hung up while queued); idempotent.
 
@@ -244,7 +244,7 @@ def create_app(
         return HotJSONResponse({"released": result.released, "cancelled": result.cancelled})
 
     @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED,
-             responses=_errors("GET", "/v1/usage"))
+             responses=route_errors("GET", "/v1/usage"))
     def usage(request: Request) -> dict[str, Any]:
         """Every layer's in-use, cap and queued; windows; key cooldowns (an account: its own)."""
         principal = principal_of(request)
@@ -254,7 +254,7 @@ def create_app(
         return visible_usage(document, gate.stack, principal.account)
 
     @app.get("/v1/settings", tags=["state"], openapi_extra=SECURED,
-             responses=_errors("GET", "/v1/settings"))
+             responses=route_errors("GET", "/v1/settings"))
     def settings() -> SettingsOut:
         """Lease timings: ``GateClient.adopt`` renews a webhook's lease to ``lease_ttl_s``."""
         stack = gate.stack
@@ -263,7 +263,7 @@ def create_app(
                            max_call_duration_s=stack.gate.max_call_duration)
 
     @app.get("/v1/queue", tags=["state"], openapi_extra=SECURED,
-             responses=_errors("GET", "/v1/queue"))
+             responses=route_errors("GET", "/v1/queue"))
     def queue(request: Request) -> dict[str, Any]:
         """Every queued call, per number in queue order (an account token: its own)."""
         principal = principal_of(request)
@@ -274,7 +274,7 @@ def create_app(
 
     @app.post("/v1/providers/{provider}/keys/{key}/errors", tags=["providers"],
               openapi_extra=SECURED,
-              responses=_errors("POST", "/v1/providers/{provider}/keys/{key}/errors"))
+              responses=route_errors("POST", "/v1/providers/{provider}/keys/{key}/errors"))
     def provider_error(provider: str, key: str, body: ProviderErrorRequest,
                        request: Request) -> ProviderErrorOut:
         """A provider answered 429/5xx (cool the key down) or 401/403 (disable it until reload)."""
@@ -320,7 +320,7 @@ def create_app(
     app.state.reload_stack = reload_stack
 
     @app.post("/v1/admin/reload", tags=["admin"], openapi_extra=SECURED,
-              responses=_errors("POST", "/v1/admin/reload"))
+              responses=route_errors("POST", "/v1/admin/reload"))
     def reload(request: Request) -> ReloadOut:
         """Re-read the stack file; leases and queues are kept, a bad file changes nothing."""
         _require_admin(principal_of(request), "reload the stack")
@@ -335,13 +335,13 @@ def create_app(
                                  "error": "invalid_stack", "issues": issues}) from None
         return ReloadOut(reloaded=True, layers=layers)
 
-    @app.get("/healthz", tags=["health"], responses=_errors("GET", "/healthz", secured=False))
+    @app.get("/healthz", tags=["health"], responses=route_errors("GET", "/healthz", secured=False))
     def healthz() -> HealthOut:
         """The process is up."""
         return HealthOut(status="ok")
 
     @app.get("/readyz", tags=["health"],
-             responses=_errors("GET", "/readyz", secured=False))
+             responses=route_errors("GET", "/readyz", secured=False))
     def readyz() -> ReadyOut:
         """The store answers: this process can decide calls."""
         try:
@@ -353,7 +353,7 @@ def create_app(
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}},
                               "description": "Prometheus text exposition."},
-                        **_errors("GET", "/metrics", secured=False)})
+                        **route_errors("GET", "/metrics", secured=False)})
     def prometheus() -> Response:
         """Prometheus metrics: occupancy read from the store at scrape time, and event counters."""
         return Response(metrics.render(), media_type=metrics.content_type)
@@ -374,87 +374,6 @@ def create_app(
     # document's paths changes).
     app.router.routes.sort(key=lambda route: not isinstance(route, InlineRoute))
     return app
-
-
-# who may do what -------------------------------------------------------------------------
-BEARER = "bearer"
-SECURED: dict[str, Any] = {"security": [{BEARER: []}]}
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "No bearer token, or one no tenant owns."},
-    403: {"model": ErrorOut,
-          "description": "The token may not do this (another account, or admin only)."},
-}
-
-
-# what each route answers when it cannot decide: the OpenAPI shows these bodies, and
-# tests/test_error_answers.py checks every error answer the suite sees against them
-def _error(model: Any, description: str) -> dict[str, Any]:
-    return {"model": model, "description": description}
-
-
-_UNREADABLE = _error(ErrorOut, "The body is not UTF-8 JSON (error: bad_request).")
-_BAD_FIELD = _error(InvalidRequestOut, "A field is missing, unknown or out of bounds.")
-_STORE_DOWN = _error(StoreDownOut, "The store did not answer; retry shortly.")
-ROUTE_ERRORS: dict[tuple[str, str], dict[int | str, dict[str, Any]]] = {
-    ("POST", "/v1/calls"): {
-        400: _UNREADABLE,
-        404: _error(ErrorOut, "The number is not in the stack (error: unknown_number)."),
-        409: _error(ErrorOut, "The call id was used with another body (error: call_conflict)."),
-        422: _error(AcquireInvalidOut,
-                    "A bad field, or a provider or resource the stack lacks "
-                    "(error: unknown_provider)."),
-    },
-    ("POST", "/v1/calls/{call_id}/renew"): {422: _BAD_FIELD, 503: _STORE_DOWN},
-    ("DELETE", "/v1/calls/{call_id}"): {422: _BAD_FIELD, 503: _STORE_DOWN},
-    ("GET", "/v1/usage"): {503: _STORE_DOWN},
-    ("GET", "/v1/queue"): {503: _STORE_DOWN},
-    ("POST", "/v1/providers/{provider}/keys/{key}/errors"): {
-        400: _UNREADABLE, 422: _BAD_FIELD,
-        404: _error(ErrorOut, "No such provider or key (error: unknown_provider)."),
-        503: _STORE_DOWN},
-    ("POST", "/v1/admin/reload"): {
-        409: _error(ErrorOut, "Started without a stack file (error: no_config)."),
-        422: _error(InvalidStackOut, "The stack file is invalid; the running stack is kept."),
-        503: _STORE_DOWN},
-    ("GET", "/readyz"): {503: _error(NotReadyOut, "The store cannot be reached.")},
-}
-EVERY_ROUTE_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: _error(TooLargeOut, "The body is over 64 KiB; it was not read."),
-    500: _error(ErrorOut, "A bug (error: internal); the server log has the details."),
-}
-WEBHOOK_ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "A bad or missing X-Twilio-Signature; nothing was changed.",
-          "content": {"text/plain": {"schema": {"type": "string"}}}},
-    422: _BAD_FIELD,
-}
-
-
-def _errors(method: str, path: str, *, secured: bool = True
-            ) -> dict[int | str, dict[str, Any]]:
-    """The error answers of one route, for its OpenAPI ``responses``."""
-    return {**EVERY_ROUTE_ERRORS, **(AUTH_RESPONSES if secured else {}),
-            **ROUTE_ERRORS.get((method, path), {})}
-
-
-def _document_bearer(app: FastAPI) -> None:
-    """Declare the bearer scheme in the OpenAPI (routes name it in ``openapi_extra``)."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = build()
-            # FastAPI's default 422 schemas: every route documents the 422 it really sends
-            schemas = document.get("components", {}).get("schemas", {})
-            if "HTTPValidationError" not in json.dumps(document.get("paths", {})):
-                schemas.pop("HTTPValidationError", None)
-                schemas.pop("ValidationError", None)
-            schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
-            schemes[BEARER] = {"type": "http", "scheme": "bearer",
-                               "description": "A token from the stack's [[api.tokens]]; "
-                                              "not needed when none are configured."}
-        return app.openapi_schema or build()
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way
 
 
 def _require_admin(principal: Principal, action: str) -> None:
