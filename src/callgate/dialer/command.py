@@ -45,7 +45,7 @@ from callgate.dialer.scheduler import (
 from callgate.errors import ConfigError, StoreError
 from callgate.flags import duration_flag, finite
 from callgate.gate import Gate
-from callgate.stores import Store, open_store
+from callgate.stores import Store, open_shared_store
 from callgate.stores.memory import MemoryStore
 from callgate.testing import FakeClock
 
@@ -137,11 +137,7 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
     else:
         timer = WallTimer()
         try:
-            if url.startswith(("redis", "rediss")):
-                from callgate.stores.redis import check_sharing
-
-                check_sharing(stack)
-            gate_store = open_store(url, Gate.limits_for(stack))
+            gate_store = open_shared_store(stack, Gate.limits_for(stack))
             gate = Gate(stack, gate_store, system_clock)
         except ConfigError as exc:
             click.echo(str(exc), err=True)

@@ -95,7 +95,7 @@ def sip(config: str | None, store: str | None, listen: str | None, forward: str 
     from callgate.sip.b2bua import REAP_INTERVAL_S, Edge, EdgeSettings
     from callgate.sip.stack import EdgeTransactionManager
     from callgate.sip.stack import global_config as sippy_config
-    from callgate.stores import open_store
+    from callgate.stores import open_shared_store
 
     stack = read_stack(config, store=store)
     host, port = parse_listen(listen or stack.sip.listen or "127.0.0.1:5060")
@@ -103,11 +103,7 @@ def sip(config: str | None, store: str | None, listen: str | None, forward: str 
     configure(getattr(logging, log_level.upper()), "json" if log_format == "json" else "text")
     url = stack.gate.store
     try:
-        if url.startswith(("redis", "rediss")):
-            from callgate.stores.redis import check_sharing
-
-            check_sharing(stack)
-        gate_store = open_store(url, Gate.limits_for(stack))
+        gate_store = open_shared_store(stack, Gate.limits_for(stack))
         gate = Gate(stack, gate_store, system_clock)
     except ConfigError as exc:
         fail(str(exc), 2)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from callgate.stores.base import Limits, Store
 from callgate.stores.memory import MemoryStore
 from callgate.stores.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from callgate.config import Stack
 
 
 def open_store(url: str, limits: Limits) -> Store:
@@ -25,4 +30,18 @@ def open_store(url: str, limits: Limits) -> Store:
                      "redis://host:port/db, rediss://..., redis+cluster://host:port")
 
 
-__all__ = ["Limits", "MemoryStore", "SqliteStore", "Store", "open_store"]
+def open_shared_store(stack: Stack, limits: Limits) -> Store:
+    """``[gate] store`` of ``stack``, as every process sharing it opens it (serve, dial, sip).
+
+    A Redis ``?sharing=account`` the stack cannot use (accounts sharing a trunk, pool or
+    resource) is a :class:`~callgate.errors.ConfigError`; an unreachable store a StoreError.
+    """
+    url = stack.gate.store
+    if url.startswith(("redis", "rediss")):
+        from callgate.stores.redis import check_sharing
+
+        check_sharing(stack)
+    return open_store(url, limits)
+
+
+__all__ = ["Limits", "MemoryStore", "SqliteStore", "Store", "open_shared_store", "open_store"]
