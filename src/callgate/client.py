@@ -83,6 +83,7 @@ from callgate.client_wire import (
     adopted,
     call_path,
     checked,
+    client_headers,
     not_admitted_lost,
     not_admitted_unreachable,
     query,
@@ -156,11 +157,7 @@ class GateClient:
         connect_retry_s: float = 2.0,
         unreachable_message: str = DEFAULT_OVERFLOW_MESSAGE,
     ) -> None:
-        if not poll_interval_s > 0:
-            raise ValueError(f"poll_interval_s must be > 0 seconds, got {poll_interval_s}")
-        if not connect_retry_s >= 0:
-            raise ValueError(f"connect_retry_s must be >= 0 seconds, got {connect_retry_s}")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = client_headers(token, poll_interval_s, connect_retry_s)
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers,
                                        timeout=httpx.Timeout(timeout_s), transport=transport)
         self._sleep = sleep
@@ -351,22 +348,14 @@ class GateClient:
             interval_s = pacing.interval(lease.ttl_s)
             await self._sleep(interval_s)
             sent = time.monotonic()
+            outcome: GateLease | Exception
             try:
                 # The loop is its own retry: a tick that cannot connect waits for the next.
-                lease.lease = await self.renew(lease.call_id, account=account,
-                                               connect_retry=False)
-            except LeaseLostError as exc:
-                lease.mark_lost(exc.status, log)
-                return
+                outcome = await self.renew(lease.call_id, account=account, connect_retry=False)
             except Exception as exc:
-                if pacing.failed(interval_s, lease.ttl_s):
-                    lease.give_up(log)
-                    return
-                lease.renew_failed(exc, interval_s, log)
-            else:
-                lease.renewals += 1
-                lease.confirmed_at = sent
-                pacing.renewed()
+                outcome = exc
+            if lease.after_renew(outcome, sent, pacing, interval_s, log):
+                return
 
     async def _end(self, renewer: asyncio.Task[None], call_id: str,
                    account: str | None) -> None:

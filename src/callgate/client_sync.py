@@ -42,6 +42,7 @@ from callgate.client_wire import (
     adopted,
     call_path,
     checked,
+    client_headers,
     not_admitted_lost,
     not_admitted_unreachable,
     query,
@@ -87,11 +88,7 @@ class SyncGateClient:
         connect_retry_s: float = 2.0,
         unreachable_message: str = DEFAULT_OVERFLOW_MESSAGE,
     ) -> None:
-        if not poll_interval_s > 0:
-            raise ValueError(f"poll_interval_s must be > 0 seconds, got {poll_interval_s}")
-        if not connect_retry_s >= 0:
-            raise ValueError(f"connect_retry_s must be >= 0 seconds, got {connect_retry_s}")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = client_headers(token, poll_interval_s, connect_retry_s)
         self._http = httpx.Client(base_url=base_url, headers=headers,
                                   timeout=httpx.Timeout(timeout_s), transport=transport)
         self._sleep = sleep
@@ -247,20 +244,13 @@ class SyncGateClient:
             if stop.wait(interval_s):
                 return
             sent = time.monotonic()
+            outcome: GateLease | Exception
             try:
-                lease.lease = self.renew(lease.call_id, account=account, connect_retry=False)
-            except LeaseLostError as exc:
-                lease.mark_lost(exc.status, log)
-                return
+                outcome = self.renew(lease.call_id, account=account, connect_retry=False)
             except Exception as exc:
-                if pacing.failed(interval_s, lease.ttl_s):
-                    lease.give_up(log)
-                    return
-                lease.renew_failed(exc, interval_s, log)
-            else:
-                lease.renewals += 1
-                lease.confirmed_at = sent
-                pacing.renewed()
+                outcome = exc
+            if lease.after_renew(outcome, sent, pacing, interval_s, log):
+                return
 
     def _release_logged(self, call_id: str, account: str | None = None, *,
                         connect_retry: bool = True) -> None:

@@ -12,13 +12,16 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 
 from callgate.errors import CallConflictError, CallgateError, UnknownNumberError
 from callgate.model import Direction, Layer, Outcome, Reason
+
+if TYPE_CHECKING:
+    from callgate.client_pacing import RenewPacing
 
 
 # errors ------------------------------------------------------------------------------
@@ -211,6 +214,28 @@ class HeldLease:
         self.lost_status = "expired"
         self.lost.set()
 
+    def after_renew(self, outcome: GateLease | Exception, sent: float, pacing: RenewPacing,
+                    interval_s: float, log: logging.Logger) -> bool:
+        """Record one heartbeat's outcome (the new lease or the error it raised), the same
+        for both clients; True when the heartbeat must stop because the lease is lost.
+
+        ``sent`` is when the renew request left (``time.monotonic()``).
+        """
+        if isinstance(outcome, LeaseLostError):
+            self.mark_lost(outcome.status, log)
+            return True
+        if isinstance(outcome, Exception):
+            if pacing.failed(interval_s, self.ttl_s):
+                self.give_up(log)
+                return True
+            self.renew_failed(outcome, interval_s, log)
+            return False
+        self.lease = outcome
+        self.renewals += 1
+        self.confirmed_at = sent
+        pacing.renewed()
+        return False
+
     def renew_failed(self, exc: Exception, retry_in_s: float, log: logging.Logger) -> None:
         if isinstance(exc, GateUnavailableError | GateProtocolError | GateHTTPError):
             log.warning("call %s: renew failed (%s); retrying in %.3f s",
@@ -222,6 +247,16 @@ class HeldLease:
 
 class _Settable(Protocol):
     def set(self) -> None: ...
+
+
+def client_headers(token: str | None, poll_interval_s: float,
+                   connect_retry_s: float) -> dict[str, str]:
+    """Both clients' request headers, once their timing arguments are known to be sane."""
+    if not poll_interval_s > 0:
+        raise ValueError(f"poll_interval_s must be > 0 seconds, got {poll_interval_s}")
+    if not connect_retry_s >= 0:
+        raise ValueError(f"connect_retry_s must be >= 0 seconds, got {connect_retry_s}")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def adopted(call_id: str, lease: GateLease) -> GateDecision:
