@@ -82,17 +82,14 @@ def test_real_gate_has_no_silent_failure_and_no_cap_violation(tmp_path: Path) ->
     config = tmp_path / "stack.toml"
     config.write_text(STACK, encoding="utf-8")
     with serve(config, tmp_path / "gate.db", tmp_path / "serve.log", 20) as url:
-        started = time.monotonic()
         code, doc = run_loadtest(
             "--url", url, "--config", str(config), "--peak", "6", "--aht", "20s",
             "--duration", "8", "--speed", "20", "--grace", "6", "--outbound-fraction", "0.3",
             "--die-fraction", "0.05", "--seed", "3")
-        elapsed = time.monotonic() - started
         left = httpx.get(f"{url}/v1/usage", timeout=5.0).json()
     assert [row for row in left["layers"] if row["in_use"] or row["queued"]] == []
     assert (doc["silent_failures"], doc["cap_violations"], code) == (0, 0, 0), doc
     assert isinstance(doc["silent_failures"], int) and isinstance(doc["cap_violations"], int)
-    assert elapsed < 8 + 6 + 10
     counts = doc["counts"]
     assert counts["queued"] > 0 and counts["promoted"] > 0 and counts["retried"] > 0
     peaks = {(row["layer"], row["scope"]): (row["peak"], row["cap"]) for row in doc["scopes"]}
