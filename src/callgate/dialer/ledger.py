@@ -95,7 +95,8 @@ class Ledger:
             with self._tx():
                 self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
                     ("schema", SCHEMA_VERSION), ("campaign", campaign.name),
-                    ("digest", digest), ("runs", "1"), ("account", campaign.spec.account)])
+                    ("digest", digest), ("runs", "1"), ("account", campaign.spec.account),
+                    ("voicemail", campaign.spec.voicemail)])
                 self._db.executemany(
                     "INSERT INTO contacts (row, phone, status, reason) VALUES (?, ?, ?, ?)",
                     [(c.row, c.phone, "skipped" if c.skip else "pending", c.skip)
@@ -114,6 +115,7 @@ class Ledger:
         with self._tx():
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'runs'", (str(self.run),))
         self.set_meta("account", campaign.spec.account)
+        self.set_meta("voicemail", campaign.spec.voicemail)
 
     def call_id(self, campaign: str, row: int, try_no: int) -> str:
         """The gate's call id for a try in this run (see the module docstring)."""

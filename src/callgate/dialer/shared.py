@@ -52,8 +52,11 @@ class StateFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        with self._connect() as db:
-            db.executescript(SHARED_SCHEMA)
+        try:
+            with self._connect() as db:
+                db.executescript(SHARED_SCHEMA)
+        except sqlite3.Error as exc:
+            raise sqlite3.OperationalError(f"{self.path!r}: {exc}") from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -73,11 +76,15 @@ class StateFile:
 
     def record(self, call_id: str, kind: str, at: float, *, status: str | None = None,
                answered_by: str | None = None, provider_id: str | None = None) -> None:
-        """Append one fact about ``call_id`` (see the module docstring)."""
+        """Append one fact about ``call_id`` (see the module docstring); only the first
+        ``answered`` and ``agent`` count (an agent renews its lease all call long)."""
+        once = "" if kind == "status" else \
+            " WHERE NOT EXISTS (SELECT 1 FROM call_events WHERE call_id = ? AND kind = ?)"
+        extra = () if kind == "status" else (call_id, kind)
         with self._connect() as db:
             db.execute("INSERT INTO call_events (call_id, kind, at, status, answered_by, "
-                       "provider_id) VALUES (?, ?, ?, ?, ?, ?)",
-                       (call_id, kind, at, status, answered_by, provider_id))
+                       "provider_id) SELECT ?, ?, ?, ?, ?, ?" + once,
+                       (call_id, kind, at, status, answered_by, provider_id, *extra))
 
     def phone_of(self, call_id: str) -> str | None:
         """The number the dialler called under ``call_id`` (None when it has no such try)."""

@@ -55,6 +55,7 @@ from callgate.errors import CallConflictError, ConfigIssue
 from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason, ReleaseResult, RenewResult, RenewStatus
 from callgate.prompts import Prompts, prompts_for
+from callgate.service.campaigns import Campaigns
 
 try:
     # The twilio package ships no type information (no py.typed); its TwiML builders and
@@ -300,11 +301,14 @@ def _networks(
 
 
 def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
-                  insecure: bool = False) -> APIRouter:
+                  insecure: bool = False, campaigns: Campaigns | None = None) -> APIRouter:
     """The webhook routes for ``gate``; ``decide``/``release``/``renew`` are the app's, metered.
 
     Settings are read from ``gate.stack`` on every request, so a reload applies at once.
+    ``campaigns`` (``serve --campaigns``) receive the facts of their calls: answered, the
+    final status with ``AnsweredBy`` (:mod:`callgate.service.campaigns`).
     """
+    campaigns = campaigns if campaigns is not None else Campaigns()
     router = APIRouter(prefix="/twilio", tags=["twilio"])
 
     def account_of(number: str) -> str | None:
@@ -426,6 +430,16 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             log.warning("outbound call %s (CallSid %s) answered but its lease is %s: hung up",
                         call_id, hook.get("CallSid"), result.status.value)
             return twiml(say_and_hang_up(LEASE_LOST_MESSAGE, prompts))
+        await campaigns.arecord(call_id, "answered", provider_id=hook.get("CallSid") or None)
+        if hook.get("AnsweredBy").startswith(("machine", "fax")) \
+                and await _voicemail_policy(campaigns, call_id) == "hangup":
+            # a machine answered and the campaign says hang up: the status callback then
+            # releases the lease and tells the dialler (AnsweredBy)
+            log.info("outbound call %s answered by %s: hung up (voicemail = hangup)", call_id,
+                     hook.get("AnsweredBy"))
+            response = VoiceResponse()
+            response.hangup()
+            return twiml(response)
         answer = agent(hook, number, call_id, account, result.lease.keys,
                        provider_call_id=hook.get("CallSid"))
         if answer is not None:
@@ -449,6 +463,22 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             result = await release(lease_id, account)
             log.info("status %s for %s (%s): released=%s cancelled=%s", state, lease_id,
                      account, result.released, result.cancelled)
+        if state in FINAL_STATUSES and call_id:  # after the release: the dialler reads it
+            await campaigns.arecord(call_id, "status", status=state,
+                                    answered_by=hook.get("AnsweredBy") or None)
         return Response(status_code=204)
 
     return router
+
+
+async def _voicemail_policy(campaigns: Campaigns, call_id: str) -> str:
+    """The campaign's ``voicemail`` (``hangup`` or ``agent``), as its dialler recorded it."""
+    import anyio.to_thread
+
+    from callgate.dialer.shared import campaign_of
+
+    def read() -> str:
+        file = campaigns.named(campaign_of(call_id)) if campaigns else None
+        return "agent" if file is None else file.meta().get("voicemail", "hangup")
+
+    return await anyio.to_thread.run_sync(read)
