@@ -87,8 +87,16 @@ class RetryDelays(_Frozen):
     no_answer: Duration = Field(default=3600.0, ge=0)
     failed: Duration = Field(default=1800.0, ge=0)
     # An abandoned callee heard silence: never called again within 72 hours.
-    abandoned: Duration = Field(default=ABANDON_REDIAL_S, ge=ABANDON_REDIAL_S)
+    abandoned: Duration = ABANDON_REDIAL_S
     machine: Duration = Field(default=4 * 3600.0, ge=0)  # only with voicemail = "hangup"
+
+    @field_validator("abandoned")
+    @classmethod
+    def _not_within_72h(cls, value: float) -> float:
+        if value < ABANDON_REDIAL_S:
+            raise ValueError(f"must be at least 72h ({value:g}s given): a callee whose call "
+                             "was abandoned is not called again within 72 hours")
+        return value
 
 
 class DryRunTable(_Frozen):
