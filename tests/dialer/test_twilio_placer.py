@@ -126,6 +126,12 @@ def test_every_outcome_reaches_the_campaign_through_signed_callbacks(
     assert "canceled" in got["+14155551006"][1]
     assert "21211" in got["+14155551009"][1]  # Twilio refused it: nothing rang
     assert "hung up" in got["+14155551007"][1]
+    # the agent's start: the stream's status callback for one call, the first renew for another
+    completed = next(c for c in fake.calls if c.outcome == "completed")
+    assert [url.split("?")[0] for url, _, _ in completed.answers] == [
+        f"{gate.url}/twilio/outbound", f"{gate.url}/twilio/stream", f"{gate.url}/twilio/status"]
+    optout = next(c for c in fake.calls if c.outcome == "optout")
+    assert "/renew" in optout.answers[1][0]
     machine = next(c for c in fake.calls if c.outcome == "machine")
     assert "<Hangup" in machine.answers[0][2] and "<Stream" not in machine.answers[0][2]
     # every lease went back, through the status callbacks (the dialler released none)

@@ -32,6 +32,7 @@ STATUS = {"completed": "completed", "abandoned": "completed", "machine": "comple
           "optout": "completed", "busy": "busy", "no-answer": "no-answer",
           "failed": "failed", "canceled": "canceled"}
 _PARAMETER = re.compile(r'<Parameter name="([^"]+)" value="([^"]*)"\s*/>')
+_STREAM_STATUS = re.compile(r'<Stream [^>]*statusCallback="([^"]+)"')
 
 
 @dataclass
@@ -120,8 +121,13 @@ class TwilioStandIn:
             answer = self._post(played, form["Url"], {**base, "CallStatus": "in-progress",
                                                        **answered_by})
             parameters = dict(_PARAMETER.findall(answer.text))
-            if outcome in ("completed", "optout") and "renew_url" in parameters:
-                self._agent(played, parameters)
+            stream = _STREAM_STATUS.search(answer.text)
+            if outcome == "completed" and stream is not None:  # the stream connects
+                self._post(played, stream.group(1).replace("&amp;", "&"), {
+                    "AccountSid": self.account_sid, "CallSid": played.sid,
+                    "StreamSid": f"MZ{played.sid[2:]}", "StreamEvent": "stream-started"})
+            elif outcome in ("completed", "optout") and "renew_url" in parameters:
+                self._agent(played, parameters)  # the agent's first renew
         final = {**base, "CallStatus": STATUS[outcome], **answered_by}
         if outcome in ANSWERED:
             final["CallDuration"] = "7"

@@ -51,6 +51,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import ImmutableMultiDict
 
 from callgate.config import Stack, TwilioSettings
+from callgate.dialer.shared import campaign_of
 from callgate.errors import CallConflictError, ConfigIssue
 from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason, ReleaseResult, RenewResult, RenewStatus
@@ -159,10 +160,14 @@ def say_and_hang_up(message: str, prompts: Prompts) -> VoiceResponse:
     return response
 
 
-def connect_twiml(stream_url: str, parameters: Mapping[str, str]) -> VoiceResponse:
-    """Connect the caller to the agent's media stream, passing ``parameters`` to it."""
+def connect_twiml(stream_url: str, parameters: Mapping[str, str], *,
+                  status_callback: str | None = None) -> VoiceResponse:
+    """Connect the caller to the agent's media stream, passing ``parameters`` to it
+    (``status_callback``: where the provider reports the stream's start and stop)."""
     response = VoiceResponse()
-    stream = response.connect().stream(url=stream_url)
+    options = {} if status_callback is None else {"status_callback": status_callback,
+                                                  "status_callback_method": "POST"}
+    stream = response.connect().stream(url=stream_url, **options)
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     return response
@@ -315,11 +320,14 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
         spec = gate.stack.numbers.get(number)
         return None if spec is None else spec.account
 
-    async def receive(request: Request, our_number: str) -> Webhook | Response:
+    async def receive(request: Request, our_number: str, account_hint: str | None = None
+                      ) -> Webhook | Response:
         """The parsed webhook, or a 403 when its signature does not verify.
 
         ``our_number`` names the form field holding our number (``To`` for an incoming
         call, ``From`` for an outbound one): its account's auth token signed the request.
+        A stream's status callback carries no number: ``account_hint`` (from the URL we
+        gave, which the signature covers) names the account instead.
         """
         stack = gate.stack
         hook = Webhook(request, await request.body(), stack.twilio)
@@ -328,7 +336,8 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
                         "--insecure-webhooks): anyone can take and free slots", request.url.path)
             return hook
         number = hook.get(our_number)
-        account = account_of(number)
+        account = account_of(number) if account_hint is None else (
+            account_hint if account_hint in stack.accounts else None)
         env = (account and stack.accounts[account].auth_token_env) or stack.twilio.auth_token_env
         token = os.environ.get(env) if env else None
         if not token:
@@ -343,7 +352,8 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
         return Response("invalid webhook signature\n", status_code=403, media_type="text/plain")
 
     def agent(hook: Webhook, number: str, call_id: str, account: str,
-              keys: Mapping[str, str], **extra: str) -> Response | None:
+              keys: Mapping[str, str], *, stream_status: str | None = None,
+              **extra: str) -> Response | None:
         """TwiML connecting the agent's stream, or None when the number has no stream URL."""
         stream_url = stream_url_for(gate.stack, number)
         if stream_url is None:
@@ -359,7 +369,7 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             "release_url": hook.url(path, account=account),
             **extra,
         }
-        return twiml(connect_twiml(stream_url, parameters))
+        return twiml(connect_twiml(stream_url, parameters, status_callback=stream_status))
 
     @router.post("/voice", response_class=Response)
     async def voice(request: Request) -> Response:
@@ -440,12 +450,26 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             response = VoiceResponse()
             response.hangup()
             return twiml(response)
+        # a campaign's call: the stream's start tells the dialler when the agent started
+        watched = bool(campaigns) and bool(campaign_of(call_id))
         answer = agent(hook, number, call_id, account, result.lease.keys,
+                       stream_status=hook.url("/twilio/stream", call_id=call_id,
+                                              account=account) if watched else None,
                        provider_call_id=hook.get("CallSid"))
         if answer is not None:
             return answer
         await release(call_id, account)
         return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE, prompts))
+
+    @router.post("/stream", status_code=204, response_class=Response)
+    async def stream(request: Request, call_id: str = "", account: str = "") -> Response:
+        """A campaign call's media stream started: its agent is on the line."""
+        received = await receive(request, "From", account_hint=account)
+        if isinstance(received, Response):
+            return received
+        if received.get("StreamEvent") == "stream-started" and call_id:
+            await campaigns.arecord(call_id, "agent")
+        return Response(status_code=204)
 
     @router.post("/status", status_code=204, response_class=Response)
     async def status(request: Request, call_id: str = "") -> Response:
@@ -474,8 +498,6 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
 async def _voicemail_policy(campaigns: Campaigns, call_id: str) -> str:
     """The campaign's ``voicemail`` (``hangup`` or ``agent``), as its dialler recorded it."""
     import anyio.to_thread
-
-    from callgate.dialer.shared import campaign_of
 
     def read() -> str:
         file = campaigns.named(campaign_of(call_id)) if campaigns else None
