@@ -30,11 +30,11 @@ from rich.table import Table
 from callgate.clock import system_clock
 from callgate.config import CONFIG_ENV, load_stack
 from callgate.dialer.campaign import CampaignError, load_campaign
+from callgate.dialer.events import EventLog
 from callgate.dialer.ledger import Ledger, LedgerError
 from callgate.dialer.placers import PLACERS, PlacerError, make_placer
 from callgate.dialer.scheduler import (
     Dialer,
-    EventLog,
     InboundTraffic,
     Progress,
     Stopped,

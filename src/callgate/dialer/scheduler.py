@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import os
 import random
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
-from callgate.config import Stack
 from callgate.dialer.campaign import Campaign, Contact
+from callgate.dialer.events import EventLog
+from callgate.dialer.headroom import Headroom
 from callgate.dialer.inbox import Inbox
 from callgate.dialer.ledger import Ledger, TryRecord
 from callgate.dialer.pacing import Pacing
@@ -84,66 +83,6 @@ class VirtualTimer:
 
     def sleep_until(self, at: float) -> None:
         self.clock.jump(max(at, self.clock.now))
-
-
-# choosing the caller number -------------------------------------------------------------
-class Headroom:
-    """Room left for an outbound call on each caller number: the one rule for choosing.
-
-    A number's room is the smallest ``(limit - used) / limit`` over its own and its trunk's
-    concurrency and outbound windows (0 when one is full); the most room wins, ties going
-    to the order of ``caller_ids``. The counts come from the gate's usage document and are
-    kept current between reads with the dialler's own starts (:meth:`took`) and ends
-    (:meth:`freed`), so a read every :attr:`max_age_s` is enough: it only orders the
-    candidates, the gate still decides each call.
-    """
-
-    max_age_s = 30.0
-
-    def __init__(self, stack: Stack, usage: Mapping[str, Any], numbers: tuple[str, ...],
-                 read_at: float) -> None:
-        self.read_at = read_at
-        # [used, limit, how much an end gives back]: windows count starts, not calls
-        by_scope: dict[str, list[list[int]]] = {}
-        for layer in usage["layers"]:
-            key = f"{layer['layer']}:{layer['scope']}"
-            by_scope.setdefault(key, []).append([layer["in_use"], layer["cap"], 1])
-        for window in usage["windows"]:
-            scope, direction, _ = window["scope"].rsplit(":", 2)
-            if direction in ("outbound", "any"):
-                cell = [window["count"], window["limit"], 0]
-                by_scope.setdefault(f"window:{scope}", []).append(cell)
-        self._cells: dict[str, list[list[int]]] = {}
-        for number in numbers:
-            trunk = stack.numbers[number].trunk
-            self._cells[number] = [
-                cell for key in (f"number:{number}", f"trunk:{trunk}", f"window:{number}",
-                                 f"window:{trunk}")
-                for cell in by_scope.get(key, ())]
-
-    def room(self, number: str) -> float:
-        room = 1.0
-        for used, limit, _ in self._cells[number]:
-            if limit > 0:
-                room = min(room, (limit - used) / limit)
-        return max(room, 0.0)
-
-    def pick(self, candidates: list[str]) -> str | None:
-        """The candidate with the most room (ties: the first)."""
-        best: tuple[float, str] | None = None
-        for number in candidates:
-            room = self.room(number)
-            if best is None or room > best[0]:
-                best = (room, number)
-        return None if best is None else best[1]
-
-    def took(self, number: str) -> None:
-        for cell in self._cells[number]:
-            cell[0] += 1
-
-    def freed(self, number: str) -> None:
-        for cell in self._cells[number]:
-            cell[0] -= cell[2]
 
 
 # what it reports --------------------------------------------------------------------------
@@ -200,41 +139,6 @@ class _KillPoints:
 class Stopped(Exception):
     """The dialler was asked to stop (:attr:`Dialer.stop_requested`) and stopped between
     tries: every try so far is recorded; running again resumes."""
-
-
-class EventLog:
-    """``--events FILE.jsonl``: one JSON line per try and per skipped contact (appended).
-
-    It reads what the file already holds when opened, so a run that resumes after a crash
-    writes the lines the crashed run had no time to write (the ledger has the results),
-    and never a line twice.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        file = Path(path)
-        self.written_tries: set[str] = set()
-        self.written_skips: set[int] = set()
-        if file.exists():
-            for text in file.read_text(encoding="utf-8").splitlines():
-                try:
-                    line = json.loads(text)
-                except ValueError:  # a line cut short by a crash
-                    continue
-                if isinstance(line, dict) and line.get("call_id"):
-                    self.written_tries.add(str(line["call_id"]))
-                elif isinstance(line, dict) and line.get("result") == "skipped":
-                    self.written_skips.add(int(line.get("contact", 0)))
-        # Open for the dialler's whole run, closed by close(): not a with-block's span.
-        self._file: TextIO = file.open("a", encoding="utf-8")
-        if self._file.tell() > 0 and not file.read_bytes().endswith(b"\n"):
-            self._file.write("\n")  # end a line a crash cut short
-
-    def write(self, line: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(line) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 # the dialler --------------------------------------------------------------------------------
