@@ -72,6 +72,20 @@ def test_an_abandon_rate_over_the_limit_pauses_and_nothing_more_is_placed(
     assert resumed["placements_this_run"] > 0  # type: ignore[operator]
 
 
+def test_a_pause_lifts_by_itself_once_the_abandons_leave_the_30_day_window(
+        tmp_path: Path) -> None:
+    """A run 31 days after the pause dials again without --resume (the rate fell back)."""
+    stack, _ = pool_stack(tmp_path, numbers=5, per_hour=1000, number_cap=2)
+    path = campaign(tmp_path, 300, "abandon_min_answered = 20\nabandon_limit = 0.1",
+                    "abandon = 0.3")
+    state = tmp_path / "paced.db"
+    assert simulate(stack, path, "--state", str(state))["paused"]
+    assert simulate(stack, path, "--state", str(state),
+                    start="2026-03-20T00:00:00+00:00")["placements_this_run"] == 0
+    later = simulate(stack, path, "--state", str(state), start="2026-04-03T00:00:00+00:00")
+    assert later["placements_this_run"] > 0  # type: ignore[operator]
+
+
 def test_an_abandoned_contact_is_not_called_again_within_72_hours(tmp_path: Path) -> None:
     """Every abandoned try's next try starts at least 72 h after it ended (virtual time)."""
     stack, _ = pool_stack(tmp_path, numbers=2, per_hour=1000)
@@ -97,15 +111,22 @@ def test_machines_follow_the_voicemail_policy(tmp_path: Path) -> None:
     assert simulate(stack, path)["tries_by_result"] == {"machine": 10}
 
 
-def test_an_opted_out_number_is_never_placed(tmp_path: Path) -> None:
-    """A number the gate recorded as opted out is skipped with reason opted_out."""
+def test_an_opted_out_number_is_never_placed_and_joins_the_dnc_csv(tmp_path: Path) -> None:
+    """A number the gate recorded as opted out is skipped (opted_out) and appended to the
+    campaign's dnc CSV, so the next campaign on that list skips it too."""
     stack, _ = pool_stack(tmp_path, numbers=2, per_hour=1000)
-    path = campaign(tmp_path, 5, "", "")
+    (tmp_path / "dnc.csv").write_text("phone,note\n+19995550000,old", encoding="utf-8")
+    path = campaign(tmp_path, 5, 'dnc = "dnc.csv"', "")
     state = tmp_path / "paced.db"
     StateFile(state).opt_out("+12125000002", 0.0, None)
     summary = simulate(stack, path, "--state", str(state))
     assert summary["skip_reasons"] == {"opted_out": 1}
     assert summary["placed"] == 4 and summary["opted_out_this_run"] == 1
+    assert summary["dnc_write_error"] is None
+    assert (tmp_path / "dnc.csv").read_text(encoding="utf-8").splitlines() == [
+        "phone,note", "+19995550000,old", "+12125000002,"]
+    fresh = simulate(stack, path)  # a new state file: the CSV now skips it
+    assert fresh["skip_reasons"] == {"dnc": 1} and fresh["placed"] == 4
     with sqlite3.connect(state) as db:
         placed = {p for (p,) in db.execute(
             "SELECT c.phone FROM tries t JOIN contacts c ON c.row = t.row")}

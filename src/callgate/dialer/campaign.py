@@ -204,6 +204,7 @@ class Campaign:
     hours: CallingHours
     contacts: tuple[Contact, ...]
     dnc_count: int
+    dnc_numbers: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -320,7 +321,23 @@ def load_campaign(path: str | Path, stack: Stack) -> Campaign:
         raise CampaignError(issues)
     start, end = parse_hours(spec.calling_hours)
     hours = CallingHours(start, end, frozenset(DAYS.index(d) for d in spec.calling_days))
-    return Campaign(file, spec, caller_ids, hours, tuple(contacts), len(dnc))
+    return Campaign(file, spec, caller_ids, hours, tuple(contacts), len(dnc), frozenset(dnc))
+
+
+def append_dnc(campaign: Campaign, phones: list[str]) -> None:
+    """Add opted-out ``phones`` to the campaign's ``dnc`` CSV (its columns, phone filled),
+    so a later campaign on the same list skips them too; raises ``OSError``."""
+    if campaign.spec.dnc is None or not phones:
+        return
+    path = campaign.path.parent / campaign.spec.dnc
+    text = path.read_text(encoding="utf-8-sig")
+    header = next(csv.reader(text.splitlines()), ["phone"])
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        if text and not text.endswith(("\n", "\r")):
+            handle.write("\r\n")  # end a last line that has no line break
+        writer = csv.DictWriter(handle, fieldnames=header, restval="")
+        for phone in phones:
+            writer.writerow({"phone": phone})
 
 
 def _caller_ids(spec: CampaignFile, stack: Stack, issue: Any) -> tuple[str, ...]:

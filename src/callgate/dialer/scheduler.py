@@ -18,6 +18,7 @@ sequence)``, so ties break the same way every run). The gate reads the same cloc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import os
 import random
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from callgate.dialer.campaign import Campaign, Contact
+from callgate.dialer.campaign import Campaign, Contact, append_dnc
 from callgate.dialer.events import EventLog
 from callgate.dialer.headroom import Headroom
 from callgate.dialer.inbox import Inbox
@@ -180,6 +181,7 @@ class Dialer:
         self._pacing = Pacing(ledger, campaign.spec)
         self._optouts: set[str] = set()
         self._opted_out = 0
+        self._dnc_error: str | None = None
         self._ends: dict[str, tuple[str, float]] = {}  # call id -> (result, placed at)
         self._retried = _RETRIED_RESULTS + (
             ("machine",) if campaign.spec.voicemail == "hangup" else ())
@@ -401,7 +403,16 @@ class Dialer:
         if wall - self._last_poll < POLL_S and not isinstance(self.timer, VirtualTimer):
             return
         self._last_poll = wall
-        self._optouts = self.ledger.optouts()
+        optouts = self.ledger.optouts()
+        fresh = sorted(optouts - self._optouts - self.campaign.dnc_numbers)
+        self._optouts = optouts
+        if fresh and self.campaign.spec.dnc is not None:
+            try:
+                append_dnc(self.campaign, fresh)
+                self.campaign = dataclasses.replace(
+                    self.campaign, dnc_numbers=self.campaign.dnc_numbers | set(fresh))
+            except OSError as exc:  # the state file still has them: never called here
+                self._dnc_error = f"could not add opt-outs to {self.campaign.spec.dnc}: {exc}"
         for call, placement in self._inbox.collect(now):
             if placement.result == "unknown":
                 self._release(call.call_id)  # no status came: give the slot back ourselves
@@ -568,6 +579,7 @@ class Dialer:
             "paused": self._pacing.reason,
             "abandonment": self._pacing.summary(),
             "opted_out_this_run": self._opted_out,
+            "dnc_write_error": self._dnc_error,
             "awaiting_results": len(self._inbox.calls),
         }
         if self.inbound is not None:
