@@ -175,7 +175,7 @@ class Dialer:
         self._last_placed: float | None = None
         self._last_progress = 0.0
         self._last_saved = -POLL_S
-        self._last_poll = -POLL_S
+        self._last_poll = float("-inf")
         self._resume = resume
         self._inbox = Inbox(ledger, campaign.spec)
         self._pacing = Pacing(ledger, campaign.spec)
@@ -399,10 +399,11 @@ class Dialer:
 
     def _poll(self, now: float) -> None:
         """Read what the gate wrote: results of the provider's calls, and opt-outs."""
-        wall = time.monotonic()
-        if wall - self._last_poll < POLL_S and not isinstance(self.timer, VirtualTimer):
+        # every POLL_S of the dialler's time: wall time, or virtual time under --simulate
+        moment = now if isinstance(self.timer, VirtualTimer) else time.monotonic()
+        if moment - self._last_poll < POLL_S:
             return
-        self._last_poll = wall
+        self._last_poll = moment
         optouts = self.ledger.optouts()
         fresh = sorted(optouts - self._optouts - self.campaign.dnc_numbers)
         self._optouts = optouts
