@@ -155,3 +155,14 @@ def test_an_optout_by_call_id_adds_the_called_number(
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"campaign": "spring", "phone": "+12125000001", "added": True}
     assert get(server, "/v1/campaigns/spring", ADMIN).json()["opted_out"] == 1
+
+
+def test_the_campaign_routes_are_in_the_openapi(
+        gate: tuple[Served, dict[str, object]]) -> None:
+    """/docs documents the three campaign routes, secured, with their error answers."""
+    server, _ = gate
+    paths = httpx.get(f"{server.url}/openapi.json", timeout=10).json()["paths"]
+    assert set(paths["/v1/campaigns"]) == {"get"}
+    assert "404" in paths["/v1/campaigns/{name}"]["get"]["responses"]
+    optout = paths["/v1/campaigns/{name}/optout"]["post"]
+    assert {"404", "422"} <= set(optout["responses"]) and optout["security"]

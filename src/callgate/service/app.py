@@ -366,8 +366,8 @@ def create_app(
 
     app.include_router(stream_router(gate, metrics, streams))
     app.include_router(dashboard_router())
-    if campaigns:
-        app.include_router(campaigns_router(campaigns))
+    # always routed, so the OpenAPI documents them; empty without serve --campaigns
+    app.include_router(campaigns_router(campaigns))
 
     if webhooks:
         from callgate.service.twilio import twilio_router
