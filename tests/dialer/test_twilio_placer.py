@@ -192,3 +192,34 @@ def test_placer_twilio_without_its_settings_is_refused_before_dialling(
                       "--state", str(tmp_path / "s.db"))
     assert result.exit_code == 2
     assert "['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN'] not set" in result.output
+
+
+def test_abandoned_calls_through_the_gate_pause_the_campaign(
+        tmp_path: Path, twilio_env: None, standin: tuple[TwilioStandIn, str]) -> None:
+    """Agents that never start: once abandon_min_answered calls were answered over the
+    limit, the dialler places nothing more and says why."""
+    fake, api_url = standin
+    phones = [f"+1415555{2000 + i}" for i in range(6)]
+    fake.outcomes = dict.fromkeys(phones, "abandoned")
+    stack = tmp_path / "stack.toml"
+    stack.write_text(STACK.replace("max_concurrent = 20\n\n[twilio]",
+                                   "max_concurrent = 1\n\n[twilio]"), encoding="utf-8")
+    write_contacts(tmp_path / "contacts.csv", [(p, "America/New_York", "true") for p in phones])
+    state, db = tmp_path / "spring.dial.db", tmp_path / "gate.db"
+    with served(stack, db, tmp_path / "serve.log", env={"TWILIO_AUTH_TOKEN": TOKEN},
+                args=["--campaigns", str(state)]) as gate:
+        body = campaign_body(api_url, gate.url).replace(
+            'abandon_after = "20s"', 'abandon_after = "20s"\nabandon_min_answered = 2\n'
+                                     'abandon_limit = 0.5')
+        campaign = write_campaign(tmp_path, body)
+        result = run_dial("--config", str(stack), "--campaign", str(campaign), "--store",
+                          f"sqlite:///{db}", "--state", str(state), "--placer", "twilio",
+                          "--json")
+        fake.join()
+        view = httpx.get(f"{gate.url}/v1/campaigns/spring").json()
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert len(fake.calls) == 2 and summary["placements_this_run"] == 2
+    assert summary["tries_by_result"] == {"abandoned": 2} and summary["pending"] == 4
+    assert "abandonment rate 100.0%" in summary["paused"]
+    assert view["paused"] == summary["paused"]
