@@ -48,8 +48,9 @@ class Inbox:
 
     def collect(self, now: float) -> list[tuple[Awaited, Placement]]:
         """The calls that ended (their facts read from the state file) with their results."""
-        for _, call_id, kind, at, status, answered_by in self._ledger.call_events(self._last):
-            self._last = max(self._last, _)
+        for event_id, call_id, kind, at, status, answered_by in \
+                self._ledger.call_events(self._last):
+            self._last = max(self._last, event_id)
             call = self.calls.get(call_id)
             if call is None:
                 continue

@@ -24,13 +24,14 @@ from typing import Any
 
 from callgate.dialer.campaign import CampaignFile
 from callgate.dialer.ledger import Ledger
-from callgate.dialer.placers import Placement
+from callgate.dialer.placers import Placement, Result
 
 WINDOW_S = 30 * 86_400.0
 PAUSED_KEY, RESUMED_KEY = "paused", "resumed_at"
 # Twilio's final CallStatus values and what the dialler makes of each
-_UNANSWERED = {"busy": ("busy", "busy"), "no-answer": ("no_answer", "rang out"),
-               "failed": ("failed", "failed"), "canceled": ("failed", "canceled")}
+_UNANSWERED: dict[str, tuple[Result, str]] = {
+    "busy": ("busy", "busy"), "no-answer": ("no_answer", "rang out"),
+    "failed": ("failed", "failed"), "canceled": ("failed", "canceled")}
 
 
 @dataclass
@@ -51,7 +52,7 @@ def judge(facts: CallFacts, spec: CampaignFile) -> Placement:
     ended = facts.status_at if facts.status_at is not None else facts.placed_at
     if status in _UNANSWERED:
         result, words = _UNANSWERED[status]
-        return Placement(result, f"provider: {words}", ended - facts.placed_at)  # type: ignore[arg-type]
+        return Placement(result, f"provider: {words}", ended - facts.placed_at)
     answered = facts.answered_at if facts.answered_at is not None else facts.placed_at
     ring, talk = answered - facts.placed_at, max(0.0, ended - answered)
     if (facts.answered_by or "").startswith(("machine", "fax")):

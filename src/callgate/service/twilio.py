@@ -8,6 +8,7 @@ The picture is a switchboard operator who answers every ring before anyone speak
                rejected  -> <Say> overflow + <Hangup/>, or <Reject reason="busy|rejected"/>
     hang-up ─> POST /twilio/status (CallStatus completed/busy/failed/no-answer/canceled)
                                    ──> gate.release: frees the lease or leaves the queue
+    agent on ─> POST /twilio/stream (a campaign call's stream started: its agent's start)
 
 A held caller loops through hold cycles, each one poll of the gate::
 
