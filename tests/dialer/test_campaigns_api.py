@@ -166,3 +166,21 @@ def test_the_campaign_routes_are_in_the_openapi(
     assert "404" in paths["/v1/campaigns/{name}"]["get"]["responses"]
     optout = paths["/v1/campaigns/{name}/optout"]["post"]
     assert {"404", "422"} <= set(optout["responses"]) and optout["security"]
+
+
+def test_a_campaigns_file_that_cannot_be_opened_stops_serve_with_its_name(
+        tmp_path: Path) -> None:
+    """serve --campaigns in a missing directory exits 2 naming the file, no traceback."""
+    import subprocess
+    import sys
+
+    stack = tmp_path / "stack.toml"
+    stack.write_text(STACK.split("[[api.tokens]]")[0], encoding="utf-8")
+    missing = tmp_path / "no" / "such.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "callgate.cli", "serve", "--config", str(stack),
+         "--campaigns", str(missing), "--port", "9"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"--campaigns: cannot open a state file: '{missing}'" in done.stderr
+    assert "Traceback" not in done.stderr
