@@ -165,3 +165,30 @@ def test_dry_run_machine_and_abandon_above_one_is_refused(tmp_path: Path) -> Non
     with pytest.raises(CampaignError) as caught:
         load_campaign(path, load_stack(stack))
     assert "machine + abandon" in str(caught.value) and "dry_run" in str(caught.value)
+
+
+def test_a_call_still_ringing_at_a_restart_is_resolved_from_the_gate_s_facts(
+        tmp_path: Path) -> None:
+    """A try the provider took before the dialler stopped is never placed again; the next
+    run reads its result from the facts the gate wrote meanwhile."""
+    from callgate.config import load_stack
+    from callgate.dialer.ledger import Ledger
+
+    stack, ids = pool_stack(tmp_path, numbers=2, per_hour=1000)
+    path = campaign(tmp_path, 3, "", "")
+    state = tmp_path / "paced.db"
+    ledger = Ledger(state)
+    ledger.start(load_campaign(path, load_stack(stack)))
+    placed = 1_772_409_600.0  # START
+    ledger.begin_try(1, 1, "paced:1:1", ids[0], placed)
+    ledger.mark_sent("paced:1:1", "CA1")
+    ledger.close()
+    gate_side = StateFile(state)
+    gate_side.record("paced:1:1", "answered", placed + 5)
+    gate_side.record("paced:1:1", "agent", placed + 5.5)
+    gate_side.record("paced:1:1", "status", placed + 60, status="completed")
+    summary = simulate(stack, path, "--state", str(state))
+    with sqlite3.connect(state) as db:
+        first = db.execute("SELECT call_id, state, ended_at FROM tries WHERE row = 1").fetchall()
+    assert first == [("paced:1:1", "answered", placed + 60)]
+    assert summary["placements_this_run"] == 2 and summary["placed"] == 3
