@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -156,9 +157,12 @@ def _table(title: str, rows: list[LayerCapacity]) -> Table:
               show_default=True, help="json: one JSON object per line (decisions included).")
 @click.option("--insecure-webhooks", is_flag=True,
               help="Do not check Twilio webhook signatures (local testing only).")
+@click.option("--campaigns", "campaign_files", multiple=True, metavar="FILE.db",
+              help="A `callgate dial` state file (repeatable): its progress at "
+                   "GET /v1/campaigns, its calls' webhook results and opt-outs written to it.")
 def serve(config: str | None, store: str | None, host: str, port: int, time_scale: float,
           reaper_interval: float, log_level: str, log_format: str,
-          insecure_webhooks: bool) -> None:
+          insecure_webhooks: bool, campaign_files: tuple[str, ...]) -> None:
     """Serve the gate's HTTP API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C.
 
     SIGHUP re-reads the stack file and its tokens, like POST /v1/admin/reload: leases and
@@ -201,9 +205,12 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
         try:
             app = create_app(gate, store_url=url,
                              reaper_interval_s=reaper_interval or None, config_path=config,
-                             insecure_webhooks=insecure_webhooks)
+                             insecure_webhooks=insecure_webhooks,
+                             campaign_files=campaign_files)
         except ConfigError as exc:
             fail(str(exc), 2)
+        except sqlite3.Error as exc:
+            fail(f"--campaigns: cannot open a state file: {exc}", 2)
         server = draining_server(server_config(app, host=host, port=port, log_level=log_level,
                                                json_logs=log_format == "json"),
                                  app.state.streams)

@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.dialer.helpers import pool_stack
 
 from callgate.config import load_stack
-from callgate.dialer.scheduler import Headroom
+from callgate.dialer.headroom import Headroom
 from callgate.model import Call
 from callgate.testing import memory_gate
 

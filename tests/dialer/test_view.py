@@ -20,3 +20,18 @@ def test_the_live_view_names_every_count_and_the_holding_cap() -> None:
     for needle in ("waiting for a window", "outside calling hours", "+14155550100",
                    "29", "rate_window", "1h02m05s", "54", "11"):
         assert needle in text, needle
+
+
+def test_a_paused_campaign_s_view_says_why_and_shows_the_abandon_rate() -> None:
+    """A pause for abandonment names itself and the rate against the limit."""
+    reason = "abandonment rate 4.6% >= abandon_limit 3.0% (5 of 108 answered calls)"
+    progress = Progress(now=0.0, total=10, placed=4, unknown=0, skipped=0, pending=6,
+                        in_call=0, waiting_window=0, outside_hours=0, per_number_last_hour={},
+                        holding=f"paused: {reason}", eta_s=None, paused=reason,
+                        abandonment={"answered": 108, "abandoned": 5, "rate": 0.0463,
+                                     "limit": 0.03, "min_answered": 100})
+    console = Console(record=True, width=200)
+    console.print(_view("spring", progress))
+    text = console.export_text()
+    assert f"held back by: paused: {reason}" in text
+    assert "abandoned: 5 of 108 answered (4.6%; limit 3.0%)" in text

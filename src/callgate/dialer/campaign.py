@@ -42,6 +42,7 @@ from callgate.errors import CallgateError
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 MIN_RING_TIMEOUT_S = 15.0
+ABANDON_REDIAL_S = 72 * 3600.0
 _E164 = re.compile(E164)
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SkipReason = Literal["no_consent", "dnc", "duplicate"]
@@ -85,6 +86,17 @@ class RetryDelays(_Frozen):
     busy: Duration = Field(default=600.0, ge=0)
     no_answer: Duration = Field(default=3600.0, ge=0)
     failed: Duration = Field(default=1800.0, ge=0)
+    # An abandoned callee heard silence: never called again within 72 hours.
+    abandoned: Duration = ABANDON_REDIAL_S
+    machine: Duration = Field(default=4 * 3600.0, ge=0)  # only with voicemail = "hangup"
+
+    @field_validator("abandoned")
+    @classmethod
+    def _not_within_72h(cls, value: float) -> float:
+        if value < ABANDON_REDIAL_S:
+            raise ValueError(f"must be at least 72h ({value:g}s given): a callee whose call "
+                             "was abandoned is not called again within 72 hours")
+        return value
 
 
 class DryRunTable(_Frozen):
@@ -97,13 +109,29 @@ class DryRunTable(_Frozen):
     talk_time: Duration = Field(default=180.0, ge=0)
     ring_time: Duration = Field(default=5.0, ge=0)
     seed: int = 0
+    # fractions of the answered calls: a machine answered, or the agent did not start in time
+    machine: float = Field(default=0.0, ge=0, le=1)
+    abandon: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> DryRunTable:
         total = self.answer + self.busy + self.no_answer + self.failed
         if not math.isclose(total, 1.0, abs_tol=1e-9):
             raise ValueError(f"answer + busy + no_answer + failed must sum to 1, got {total:g}")
+        if self.machine + self.abandon > 1 + 1e-9:
+            raise ValueError(f"machine + abandon are fractions of the answered calls and must "
+                             f"sum to at most 1, got {self.machine + self.abandon:g}")
         return self
+
+
+class TwilioPlacement(_Frozen):
+    """``--placer twilio``: where the credentials are, where the gate is, what AMD to ask."""
+
+    account_sid_env: str = Field(default="TWILIO_ACCOUNT_SID", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    auth_token_env: str = Field(default="TWILIO_AUTH_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    gate_url: str = Field(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+    api_url: str = Field(default="https://api.twilio.com", pattern=r"^https?://[^/?#\s]+/?$")
+    machine_detection: Literal["off", "Enable", "DetectMessageEnd"] = "off"
 
 
 class CampaignFile(_Frozen):
@@ -120,6 +148,11 @@ class CampaignFile(_Frozen):
     retry: RetryDelays = RetryDelays()
     ring_timeout: Duration = 30.0
     dry_run: DryRunTable = DryRunTable()
+    abandon_after: Duration = Field(default=2.0, gt=0)
+    abandon_min_answered: PositiveInt = 100
+    abandon_limit: float = Field(default=0.03, gt=0, lt=1)
+    voicemail: Literal["hangup", "agent"] = "hangup"
+    twilio: TwilioPlacement | None = None
 
     @field_validator("calling_hours")
     @classmethod
@@ -171,6 +204,7 @@ class Campaign:
     hours: CallingHours
     contacts: tuple[Contact, ...]
     dnc_count: int
+    dnc_numbers: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -287,7 +321,23 @@ def load_campaign(path: str | Path, stack: Stack) -> Campaign:
         raise CampaignError(issues)
     start, end = parse_hours(spec.calling_hours)
     hours = CallingHours(start, end, frozenset(DAYS.index(d) for d in spec.calling_days))
-    return Campaign(file, spec, caller_ids, hours, tuple(contacts), len(dnc))
+    return Campaign(file, spec, caller_ids, hours, tuple(contacts), len(dnc), frozenset(dnc))
+
+
+def append_dnc(campaign: Campaign, phones: list[str]) -> None:
+    """Add opted-out ``phones`` to the campaign's ``dnc`` CSV (its columns, phone filled),
+    so a later campaign on the same list skips them too; raises ``OSError``."""
+    if campaign.spec.dnc is None or not phones:
+        return
+    path = campaign.path.parent / campaign.spec.dnc
+    text = path.read_text(encoding="utf-8-sig")
+    header = next(csv.reader(text.splitlines()), ["phone"])
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        if text and not text.endswith(("\n", "\r")):
+            handle.write("\r\n")  # end a last line that has no line break
+        writer = csv.DictWriter(handle, fieldnames=header, restval="")
+        for phone in phones:
+            writer.writerow({"phone": phone})
 
 
 def _caller_ids(spec: CampaignFile, stack: Stack, issue: Any) -> tuple[str, ...]:

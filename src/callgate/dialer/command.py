@@ -30,11 +30,11 @@ from rich.table import Table
 from callgate.clock import system_clock
 from callgate.config import CONFIG_ENV, load_stack
 from callgate.dialer.campaign import CampaignError, load_campaign
+from callgate.dialer.events import EventLog
 from callgate.dialer.ledger import Ledger, LedgerError
-from callgate.dialer.placers import PLACERS, make_placer
+from callgate.dialer.placers import PLACERS, PlacerError, make_placer
 from callgate.dialer.scheduler import (
     Dialer,
-    EventLog,
     InboundTraffic,
     Progress,
     Stopped,
@@ -93,11 +93,14 @@ def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
 @click.option("--dry-run-log", "dry_run_log", metavar="FILE",
               help="The dry-run placer appends one line per placed call here (O_APPEND, "
                    "fsync): a record kept apart from the state file.")
+@click.option("--resume", is_flag=True,
+              help="Clear a pause for abandonment (after fixing its cause): dialling resumes "
+                   "and the abandonment rate is counted again from now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 def dial(config: str, campaign_path: str, store: str | None, state: str | None, placer: str,
          simulate: bool, start: float | None, inbound_calls_per_hour: float,
          inbound_aht: float | None, events_path: str | None, dry_run_log: str | None,
-         as_json: bool) -> None:
+         resume: bool, as_json: bool) -> None:
     """Dial a campaign's contacts across its caller numbers, within every cap and rule.
 
     Contacts are called in their own calling hours and days, never without consent or on
@@ -108,6 +111,9 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
     if not simulate and (start is not None or inbound_calls_per_hour or inbound_aht):
         raise click.UsageError("--start, --inbound-calls-per-hour and --inbound-aht need "
                                "--simulate")
+    if simulate and placer != "dry-run":
+        raise click.UsageError("--simulate places every call with the dry-run placer; drop "
+                               f"--placer {placer}")
     try:
         stack = load_stack(config, store=store)
     except ConfigError as exc:
@@ -158,13 +164,18 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
     events = None
     try:
         events = EventLog(events_path) if events_path else None
-        dialer_placer = make_placer(placer, campaign.spec.dry_run, log=dry_run_log)
-    except OSError as exc:
+        dialer_placer = make_placer(placer, campaign.spec, log=dry_run_log)
+    except (OSError, PlacerError) as exc:
         ledger.close()
         gate_store.close()
+        if events is not None:
+            events.close()
+        if isinstance(exc, PlacerError):
+            click.echo(f"{exc}; nothing was dialled", err=True)
+            raise click.exceptions.Exit(2) from None
         raise click.ClickException(f"cannot open {exc.filename!r}: {exc.strerror}") from None
     dialer = Dialer(campaign, gate, ledger, dialer_placer, timer, events=events,
-                    inbound=inbound)
+                    inbound=inbound, resume=resume)
 
     def stop(signum: int, frame: object) -> None:
         dialer.stop_requested = True  # honoured between tries
@@ -181,9 +192,9 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
     except Stopped:
-        resume = "" if state_path == ":memory:" else (
+        again = "" if state_path == ":memory:" else (
             f"; run the same command again (--state {state_path}) to resume")
-        click.echo(f"stopped: every try so far is recorded{resume}", err=True)
+        click.echo(f"stopped: every try so far is recorded{again}", err=True)
         raise click.exceptions.Exit(130) from None
     finally:
         for sig, handler in previous.items():
@@ -199,6 +210,12 @@ def dial(config: str, campaign_path: str, store: str | None, state: str | None, 
         click.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary, Console(highlight=False))
+
+
+def _abandonment(a: dict[str, Any]) -> str:
+    rate = "-" if a["rate"] is None else f"{a['rate']:.1%}"
+    return f"{a['abandoned']} / {a['answered']} ({rate}; limit {a['limit']:.1%} once " \
+           f"{a['min_answered']} answered)"
 
 
 @contextmanager
@@ -230,6 +247,10 @@ def _view(name: str, p: Progress) -> Group:
         numbers.add_row(number, str(count))
     holding = Table.grid()
     holding.add_row(f"held back by: {escape(p.holding or 'nothing')}")
+    if p.abandonment is not None and p.abandonment.get("rate") is not None:
+        a = p.abandonment
+        holding.add_row(f"abandoned: {a['abandoned']} of {a['answered']} answered "
+                        f"({a['rate']:.1%}; limit {a['limit']:.1%})")
     return Group(table, numbers, holding)
 
 
@@ -257,7 +278,10 @@ def _print_summary(summary: dict[str, Any], console: Console) -> None:
         ("calls per hour", "-" if rate is None else f"{rate:,.1f}"),
         ("held back by", ", ".join(f"{k} {v}" for k, v in summary["held_back"].items())
          or "nothing"),
+        ("abandoned / answered", _abandonment(summary["abandonment"])),
     ]
+    if summary["paused"]:
+        rows.append(("PAUSED", summary["paused"]))
     if "inbound" in summary:
         inbound = summary["inbound"]
         rows.append(("inbound offered / at once / after queue",

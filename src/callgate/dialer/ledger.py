@@ -20,8 +20,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from callgate.dialer.campaign import Campaign
+from callgate.dialer.shared import SHARED_SCHEMA, write_progress
 from callgate.errors import CallgateError
 
 SCHEMA_VERSION = "1"
@@ -72,7 +74,7 @@ class Ledger:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # FULL: a committed 'placing' survives a power cut, not only a kill -9.
                 self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + SHARED_SCHEMA)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the state file {self.path!r}: {exc}") from None
         self.run = 0
@@ -93,7 +95,8 @@ class Ledger:
             with self._tx():
                 self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
                     ("schema", SCHEMA_VERSION), ("campaign", campaign.name),
-                    ("digest", digest), ("runs", "1")])
+                    ("digest", digest), ("runs", "1"), ("account", campaign.spec.account),
+                    ("voicemail", campaign.spec.voicemail)])
                 self._db.executemany(
                     "INSERT INTO contacts (row, phone, status, reason) VALUES (?, ?, ?, ?)",
                     [(c.row, c.phone, "skipped" if c.skip else "pending", c.skip)
@@ -111,6 +114,8 @@ class Ledger:
         self.run = int(meta["runs"]) + 1
         with self._tx():
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'runs'", (str(self.run),))
+        self.set_meta("account", campaign.spec.account)
+        self.set_meta("voicemail", campaign.spec.voicemail)
 
     def call_id(self, campaign: str, row: int, try_no: int) -> str:
         """The gate's call id for a try in this run (see the module docstring)."""
@@ -164,6 +169,56 @@ class Ledger:
             else:
                 self._db.execute("UPDATE contacts SET next_at = ? WHERE row = ?",
                                  (next_at, row))
+
+    def mark_sent(self, call_id: str, provider_id: str) -> None:
+        """The provider took the call (``ringing``): its result comes through the gate."""
+        with self._tx():
+            self._db.execute("UPDATE tries SET state = 'ringing', reason = ? WHERE call_id = ?",
+                             (provider_id, call_id))
+
+    def ringing(self) -> list[TryRecord]:
+        """Tries the provider took whose result has not come back yet (across runs)."""
+        return [TryRecord(*row) for row in self._db.execute(
+            "SELECT call_id, row, try, caller_id, state, placed_at, ended_at, reason "
+            "FROM tries WHERE state = 'ringing' ORDER BY placed_at")]
+
+    # what the gate wrote (callgate.dialer.shared) -------------------------------------------
+    def call_events(self, after: int) -> list[tuple[int, str, str, float, str | None,
+                                                    str | None]]:
+        """(id, call_id, kind, at, status, answered_by) of every fact newer than ``after``."""
+        return list(self._db.execute(
+            "SELECT id, call_id, kind, at, status, answered_by FROM call_events WHERE id > ? "
+            "ORDER BY id", (after,)))
+
+    def optouts(self) -> set[str]:
+        return {str(row[0]) for row in self._db.execute("SELECT phone FROM optouts")}
+
+    def skip(self, row: int, reason: str) -> None:
+        """Close a pending contact ``skipped`` (an opt-out arrived before its next try)."""
+        with self._tx():
+            self._db.execute("UPDATE contacts SET status = 'skipped', next_at = NULL, "
+                             "reason = ? WHERE row = ? AND status = 'pending'", (reason, row))
+
+    def answered_tries(self, since: float) -> list[tuple[float, bool]]:
+        """(placed_at, abandoned) of every try a person answered, placed since ``since``."""
+        return [(float(at), state == "abandoned") for at, state in self._db.execute(
+            "SELECT placed_at, state FROM tries WHERE state IN ('answered', 'abandoned') "
+            "AND placed_at >= ?", (since,))]
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self._tx():
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def write_progress(self, at: float, document: dict[str, Any]) -> None:
+        with self._tx():
+            write_progress(self._db, at, document)
 
     # reading --------------------------------------------------------------------------------
     def statuses(self) -> dict[str, int]:

@@ -18,21 +18,23 @@ sequence)``, so ties break the same way every run). The gate reads the same cloc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
-import json
 import os
 import random
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
-from callgate.config import Stack
-from callgate.dialer.campaign import Campaign, Contact
+from callgate.dialer.campaign import Campaign, Contact, append_dnc
+from callgate.dialer.events import EventLog
+from callgate.dialer.headroom import Headroom
+from callgate.dialer.inbox import Inbox
 from callgate.dialer.ledger import Ledger, TryRecord
+from callgate.dialer.pacing import Pacing
 from callgate.dialer.placers import Attempt, Placement, Placer
 from callgate.errors import CallConflictError, StoreError
 from callgate.gate import Gate
@@ -45,7 +47,8 @@ KILL_ENV = "CALLGATE_DIAL_KILL_AT"
 it reaches POINT (``before_place``, ``after_place``, ``after_record``)."""
 # Event kinds are also the tie-break at one instant: calls end (and free slots) first.
 _END, _INBOUND_END, _INBOUND, _POLL = range(4)
-_RETRIED_RESULTS = ("busy", "no_answer", "failed")
+_RETRIED_RESULTS = ("busy", "no_answer", "failed", "abandoned")
+POLL_S = 0.5  # how often (wall) the state file is read for the gate's facts and opt-outs
 
 
 # time -----------------------------------------------------------------------------------
@@ -83,66 +86,6 @@ class VirtualTimer:
         self.clock.jump(max(at, self.clock.now))
 
 
-# choosing the caller number -------------------------------------------------------------
-class Headroom:
-    """Room left for an outbound call on each caller number: the one rule for choosing.
-
-    A number's room is the smallest ``(limit - used) / limit`` over its own and its trunk's
-    concurrency and outbound windows (0 when one is full); the most room wins, ties going
-    to the order of ``caller_ids``. The counts come from the gate's usage document and are
-    kept current between reads with the dialler's own starts (:meth:`took`) and ends
-    (:meth:`freed`), so a read every :attr:`max_age_s` is enough: it only orders the
-    candidates, the gate still decides each call.
-    """
-
-    max_age_s = 30.0
-
-    def __init__(self, stack: Stack, usage: Mapping[str, Any], numbers: tuple[str, ...],
-                 read_at: float) -> None:
-        self.read_at = read_at
-        # [used, limit, how much an end gives back]: windows count starts, not calls
-        by_scope: dict[str, list[list[int]]] = {}
-        for layer in usage["layers"]:
-            key = f"{layer['layer']}:{layer['scope']}"
-            by_scope.setdefault(key, []).append([layer["in_use"], layer["cap"], 1])
-        for window in usage["windows"]:
-            scope, direction, _ = window["scope"].rsplit(":", 2)
-            if direction in ("outbound", "any"):
-                cell = [window["count"], window["limit"], 0]
-                by_scope.setdefault(f"window:{scope}", []).append(cell)
-        self._cells: dict[str, list[list[int]]] = {}
-        for number in numbers:
-            trunk = stack.numbers[number].trunk
-            self._cells[number] = [
-                cell for key in (f"number:{number}", f"trunk:{trunk}", f"window:{number}",
-                                 f"window:{trunk}")
-                for cell in by_scope.get(key, ())]
-
-    def room(self, number: str) -> float:
-        room = 1.0
-        for used, limit, _ in self._cells[number]:
-            if limit > 0:
-                room = min(room, (limit - used) / limit)
-        return max(room, 0.0)
-
-    def pick(self, candidates: list[str]) -> str | None:
-        """The candidate with the most room (ties: the first)."""
-        best: tuple[float, str] | None = None
-        for number in candidates:
-            room = self.room(number)
-            if best is None or room > best[0]:
-                best = (room, number)
-        return None if best is None else best[1]
-
-    def took(self, number: str) -> None:
-        for cell in self._cells[number]:
-            cell[0] += 1
-
-    def freed(self, number: str) -> None:
-        for cell in self._cells[number]:
-            cell[0] -= cell[2]
-
-
 # what it reports --------------------------------------------------------------------------
 @dataclass
 class Progress:
@@ -160,6 +103,8 @@ class Progress:
     per_number_last_hour: dict[str, int]
     holding: str | None
     eta_s: float | None
+    paused: str | None = None
+    abandonment: dict[str, Any] | None = None
 
 
 @dataclass
@@ -197,41 +142,6 @@ class Stopped(Exception):
     tries: every try so far is recorded; running again resumes."""
 
 
-class EventLog:
-    """``--events FILE.jsonl``: one JSON line per try and per skipped contact (appended).
-
-    It reads what the file already holds when opened, so a run that resumes after a crash
-    writes the lines the crashed run had no time to write (the ledger has the results),
-    and never a line twice.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        file = Path(path)
-        self.written_tries: set[str] = set()
-        self.written_skips: set[int] = set()
-        if file.exists():
-            for text in file.read_text(encoding="utf-8").splitlines():
-                try:
-                    line = json.loads(text)
-                except ValueError:  # a line cut short by a crash
-                    continue
-                if isinstance(line, dict) and line.get("call_id"):
-                    self.written_tries.add(str(line["call_id"]))
-                elif isinstance(line, dict) and line.get("result") == "skipped":
-                    self.written_skips.add(int(line.get("contact", 0)))
-        # Open for the dialler's whole run, closed by close(): not a with-block's span.
-        self._file: TextIO = file.open("a", encoding="utf-8")
-        if self._file.tell() > 0 and not file.read_bytes().endswith(b"\n"):
-            self._file.write("\n")  # end a line a crash cut short
-
-    def write(self, line: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(line) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
 # the dialler --------------------------------------------------------------------------------
 class Dialer:
     """Runs ``campaign`` through ``gate`` until every contact is placed, unknown or skipped."""
@@ -239,7 +149,7 @@ class Dialer:
     def __init__(self, campaign: Campaign, gate: Gate, ledger: Ledger, placer: Placer,
                  timer: Timer, *, events: EventLog | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 inbound: InboundTraffic | None = None) -> None:
+                 inbound: InboundTraffic | None = None, resume: bool = False) -> None:
         self.campaign, self.gate, self.ledger, self.placer = campaign, gate, ledger, placer
         self.timer, self.events, self.inbound = timer, events, inbound
         self.on_progress = on_progress
@@ -264,6 +174,17 @@ class Dialer:
         self._first_placed: float | None = None
         self._last_placed: float | None = None
         self._last_progress = 0.0
+        self._last_saved = -POLL_S
+        self._last_poll = float("-inf")
+        self._resume = resume
+        self._inbox = Inbox(ledger, campaign.spec)
+        self._pacing = Pacing(ledger, campaign.spec)
+        self._optouts: set[str] = set()
+        self._opted_out = 0
+        self._dnc_error: str | None = None
+        self._ends: dict[str, tuple[str, float]] = {}  # call id -> (result, placed at)
+        self._retried = _RETRIED_RESULTS + (
+            ("machine",) if campaign.spec.voicemail == "hangup" else ())
         # Set from a signal handler; read only between tries, so a stop never falls between
         # an admission, its 'placing' record and the placer.
         self.stop_requested = False
@@ -275,9 +196,15 @@ class Dialer:
         self.ledger.start(self.campaign)
         self.ledger.recover(started)
         self._catch_up_events()
+        self._pacing.start(started, resume=self._resume)
+        for record in self.ledger.ringing():  # a previous run's calls still in the provider's hands
+            self._inbox.add(record.call_id, record.row, record.try_no, record.caller_id,
+                            record.placed_at)
+        awaited = {call.row for call in self._inbox.calls.values()}
         for pending in self.ledger.pending():
             self._tries[pending.row] = pending.tries
-            heapq.heappush(self._due, (pending.next_at or started, pending.row))
+            if pending.row not in awaited:
+                heapq.heappush(self._due, (pending.next_at or started, pending.row))
         if self.inbound is not None and self.inbound.calls_per_hour > 0:
             self._schedule(started + self._rng.expovariate(self.inbound.calls_per_hour / HOUR_S),
                            _INBOUND, None)
@@ -287,10 +214,12 @@ class Dialer:
                 while self._events and self._events[0][0] <= now:
                     _, kind, _, payload = heapq.heappop(self._events)
                     self._handle(kind, payload, now)
+                self._poll(now)
                 self._dispatch(now)
                 self._report(now)
-                if not self._due and not self._active:
-                    break
+                idle = not self._active and not self._inbox.calls
+                if idle and (not self._due or self._pacing.reason):
+                    break  # done, or paused with nothing left in flight
                 if self.stop_requested:
                     raise Stopped("stopped on request")
                 self.timer.sleep_until(self._next_wake(now))
@@ -302,6 +231,7 @@ class Dialer:
                 self._release(call_id)
             self._active.clear()
             self._end_inbound()
+            self._save_progress(self.timer.now(), running=False)
         return self._summary(started, self.timer.now())
 
     def _next_wake(self, now: float) -> float:
@@ -310,9 +240,11 @@ class Dialer:
             due = self._due[0][0]
             if due > now:
                 candidates.append(due)
-            else:  # due now but every number rests: wake when the first one may dial
-                rests = [until for until, _ in self._rests.values() if until > now]
+            elif not self._pacing.reason:  # due now but every number rests: wake when the
+                rests = [until for until, _ in self._rests.values() if until > now]  # first may
                 candidates.append(min(rests) if rests else now)
+        if self._inbox.calls:  # results come through the state file: read it again soon
+            candidates.append(now + POLL_S)
         return min(candidates) if candidates else now
 
     def _schedule(self, at: float, kind: int, payload: Any) -> None:
@@ -321,6 +253,8 @@ class Dialer:
 
     def _handle(self, kind: int, payload: Any, now: float) -> None:
         if kind == _END:
+            result, placed_at = self._ends.pop(payload, ("", 0.0))
+            self._pacing.note(result, placed_at)
             number = self._active.pop(payload, None)
             if number is not None and self._headroom is not None:
                 self._headroom.freed(number)
@@ -346,9 +280,18 @@ class Dialer:
     # dialling -----------------------------------------------------------------------------
     def _dispatch(self, now: float) -> None:
         hours = self.campaign.hours
+        paused = self._pacing.check(now)
+        if paused:
+            self._holding = f"paused: {paused}"
+            return
         while self._due and self._due[0][0] <= now and not self.stop_requested:
             row = self._due[0][1]
             contact = self._contacts[row]
+            if contact.phone in self._optouts:
+                heapq.heappop(self._due)
+                self.ledger.skip(row, "opted_out")
+                self._opted_out += 1
+                continue
             opens = hours.next_open(now, contact.zone)
             if opens is None or opens > now:
                 # validation guarantees a calling day, so a next opening always exists
@@ -423,30 +366,71 @@ class Dialer:
             # like a try a crash interrupted.
             placement = Placement("unknown", f"placer error: {type(exc).__name__}: {exc}")
         self._kill.reach("after_place")
+        if placement.pending:  # the provider took it: the result comes through the gate
+            self.ledger.mark_sent(call_id, placement.provider_id)
+            self._active.pop(call_id, None)  # the gate releases its lease on the final status
+            self._inbox.add(call_id, contact.row, try_no, number, at)
+        else:
+            self._ends[call_id] = (placement.result, at)
+            self._hold_lease(call_id, number, placement, at + placement.duration_s)
+            self._finish(contact, try_no, call_id, number, at, placement)
+        self._recent[number].append(at)
+        self._placed_per_number[number] += 1
+        self._first_placed = at if self._first_placed is None else self._first_placed
+        self._last_placed = at
+
+    def _finish(self, contact: Contact, try_no: int, call_id: str, number: str, at: float,
+                placement: Placement) -> None:
+        """Record a try's result, and when (if ever) the contact is tried again."""
+        spec = self.campaign.spec
         ended = at + placement.duration_s
         delay = getattr(spec.retry, placement.result, None) \
-            if placement.result in _RETRIED_RESULTS else None
+            if placement.result in self._retried else None
         next_at = ended + delay if delay is not None and try_no < spec.max_tries else None
         unknown = placement.result == "unknown"
-        self._hold_lease(call_id, number, placement, ended)
         self.ledger.finish_try(call_id, contact.row, placement.result, placement.reason,
                                ended, next_at, unknown=unknown)
         self._kill.reach("after_record")
         record = TryRecord(call_id, contact.row, try_no, number, placement.result, at, ended,
                            placement.reason)
         self._emit_try(record, placement.result)
-        self._recent[number].append(at)
-        self._placed_per_number[number] += 1
-        self._first_placed = at if self._first_placed is None else self._first_placed
-        self._last_placed = at
         if next_at is not None:
             heapq.heappush(self._due, (next_at, contact.row))
+
+    def _poll(self, now: float) -> None:
+        """Read what the gate wrote: results of the provider's calls, and opt-outs."""
+        # every POLL_S of the dialler's time: wall time, or virtual time under --simulate
+        moment = now if isinstance(self.timer, VirtualTimer) else time.monotonic()
+        if moment - self._last_poll < POLL_S:
+            return
+        self._last_poll = moment
+        optouts = self.ledger.optouts()
+        fresh = sorted(optouts - self._optouts - self.campaign.dnc_numbers)
+        self._optouts = optouts
+        if fresh and self.campaign.spec.dnc is not None:
+            try:
+                append_dnc(self.campaign, fresh)
+                self.campaign = dataclasses.replace(
+                    self.campaign, dnc_numbers=self.campaign.dnc_numbers | set(fresh))
+            except OSError as exc:  # the state file still has them: never called here
+                self._dnc_error = f"could not add opt-outs to {self.campaign.spec.dnc}: {exc}"
+        for call, placement in self._inbox.collect(now):
+            if placement.result == "unknown":
+                self._release(call.call_id)  # no status came: give the slot back ourselves
+            if self._headroom is not None:
+                self._headroom.freed(call.number)
+            self._end_concurrency_rests()
+            self._pacing.note(placement.result, call.facts.placed_at)
+            self._finish(self._contacts[call.row], call.try_no, call.call_id, call.number,
+                         call.facts.placed_at, placement)
 
     def _hold_lease(self, call_id: str, number: str, placement: Placement, ended: float
                     ) -> None:
         """Keep the lease for the call's life (ring + talk), then release it."""
         life = placement.duration_s
         if life <= 0:
+            result, placed_at = self._ends.pop(call_id, ("", 0.0))
+            self._pacing.note(result, placed_at)
             self._release(call_id)
             self._active.pop(call_id, None)
             if self._headroom is not None:
@@ -506,7 +490,8 @@ class Dialer:
             if contact.skip is not None and contact.row not in self.events.written_skips:
                 self._emit(contact, None, None, {"result": "skipped", "reason": contact.skip})
         for record in self.ledger.tries():
-            if record.state != "placing" and record.call_id not in self.events.written_tries:
+            if record.state not in ("placing", "ringing") \
+                    and record.call_id not in self.events.written_tries:
                 self._emit_try(record, record.state)
 
     def _emit(self, contact: Contact, number: str | None, record: TryRecord | None,
@@ -536,9 +521,10 @@ class Dialer:
         pending = statuses["pending"]
         eta = pending / rate if rate and pending else (0.0 if not pending else None)
         return Progress(now, len(self.campaign.contacts), statuses["placed"],
-                        statuses["unknown"], statuses["skipped"], pending, len(self._active),
-                        waiting, len(self._outside),
-                        {n: len(d) for n, d in self._recent.items()}, self._holding, eta)
+                        statuses["unknown"], statuses["skipped"], pending,
+                        len(self._active) + len(self._inbox.calls), waiting, len(self._outside),
+                        {n: len(d) for n, d in self._recent.items()}, self._holding, eta,
+                        self._pacing.reason, self._pacing.summary())
 
     def _rate_per_s(self, now: float) -> float | None:
         if self._first_placed is None or now <= self._first_placed:
@@ -546,7 +532,22 @@ class Dialer:
         span = min(now - self._first_placed, HOUR_S)
         return sum(len(d) for d in self._recent.values()) / span
 
+    def _save_progress(self, now: float, *, running: bool = True) -> None:
+        """The live view's numbers into the state file, for ``GET /v1/campaigns``."""
+        wall = time.monotonic()
+        if running and wall - self._last_saved < POLL_S:
+            return
+        self._last_saved = wall
+        p = self.progress(now)
+        with contextlib.suppress(Exception):  # the view is best effort; the ledger is not
+            self.ledger.write_progress(now, {
+                "running": running, "in_call": p.in_call, "waiting_window": p.waiting_window,
+                "outside_hours": p.outside_hours, "per_number_last_hour":
+                p.per_number_last_hour, "holding": p.holding, "eta_s": p.eta_s,
+                "abandonment": p.abandonment})
+
     def _report(self, now: float) -> None:
+        self._save_progress(now)
         if self.on_progress is None:
             return
         wall = time.monotonic()
@@ -576,6 +577,11 @@ class Dialer:
             "last_placed_at": self._last_placed,
             "calls_per_hour": round(placements / span * HOUR_S, 1) if span > 0 else None,
             "held_back": dict(self._held_back),
+            "paused": self._pacing.reason,
+            "abandonment": self._pacing.summary(),
+            "opted_out_this_run": self._opted_out,
+            "dnc_write_error": self._dnc_error,
+            "awaiting_results": len(self._inbox.calls),
         }
         if self.inbound is not None:
             summary["inbound"] = {

@@ -61,6 +61,7 @@ from callgate.service.auth import (
     visible_usage,
 )
 from callgate.service.body_limit import BodyLimit
+from callgate.service.campaigns import Campaigns, campaigns_router
 from callgate.service.dashboard import dashboard_router
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
@@ -137,6 +138,7 @@ def create_app(
     config_path: str | None = None,
     insecure_webhooks: bool = False,
     stream_interval_s: float = 1.0,
+    campaign_files: Sequence[str] = (),
 ) -> FastAPI:
     """The API for ``gate``.
 
@@ -147,6 +149,8 @@ def create_app(
     ``insecure_webhooks`` skips the Twilio signature check (local testing only).
     ``stream_interval_s`` is the wall time between two events of ``/v1/usage/stream``;
     ``app.state.streams`` (:class:`EventStreams`) ends every open stream when closed.
+    ``campaign_files`` are ``callgate dial`` state files shown at ``/v1/campaigns``
+    (:mod:`callgate.service.campaigns`).
 
     Raises :class:`ConfigError` when a token's environment variable is unset or the
     ``[twilio]`` webhooks could not work (no stream URL, no auth token, bad proxy entry).
@@ -155,6 +159,7 @@ def create_app(
     metrics = Metrics(gate)
     webhooks = webhooks_enabled(gate.stack)
     streams = EventStreams(stream_interval_s)
+    campaigns = Campaigns(campaign_files)
     # Swagger UI and ReDoc from assets bundled in fastapi-offline, served by the gate
     # itself: /docs works on a host with no internet access (FastAPI's default is a CDN).
     # No validator badge: Swagger UI would fetch it from validator.swagger.io.
@@ -230,6 +235,7 @@ def create_app(
         result = await heartbeat(call_id, account, ttl_s)
         if result.status is not RenewStatus.RENEWED or result.lease is None:
             raise ApiError(404, RenewRefusal.of(call_id, result.status).model_dump())
+        await campaigns.arecord(call_id, "agent")  # a campaign call's agent is talking
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
     @inline_route(app, "DELETE", "/v1/calls/{call_id:path}", tags=["calls"], openapi_extra=SECURED,
@@ -360,12 +366,14 @@ def create_app(
 
     app.include_router(stream_router(gate, metrics, streams))
     app.include_router(dashboard_router())
+    # always routed, so the OpenAPI documents them; empty without serve --campaigns
+    app.include_router(campaigns_router(campaigns))
 
     if webhooks:
         from callgate.service.twilio import twilio_router
 
         app.include_router(twilio_router(gate, decide=decide, release=end, renew=heartbeat,
-                                         insecure=insecure_webhooks),
+                                         insecure=insecure_webhooks, campaigns=campaigns),
                            responses={**EVERY_ROUTE_ERRORS, **WEBHOOK_ERRORS})
     for warning in app_warnings(gate.stack, insecure_webhooks):
         log.warning("%s", warning)

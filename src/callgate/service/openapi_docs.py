@@ -62,6 +62,11 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[int | str, dict[str, Any]]] = {
         422: _error(InvalidStackOut, "The stack file is invalid; the running stack is kept."),
         503: _STORE_DOWN},
     ("GET", "/readyz"): {503: _error(NotReadyOut, "The store cannot be reached.")},
+    ("GET", "/v1/campaigns/{name}"): {
+        404: _error(ErrorOut, "No such campaign for this token (error: unknown_campaign).")},
+    ("POST", "/v1/campaigns/{name}/optout"): {
+        400: _UNREADABLE, 422: _BAD_FIELD,
+        404: _error(ErrorOut, "No such campaign for this token (error: unknown_campaign).")},
 }
 EVERY_ROUTE_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error(TooLargeOut, "The body is over 64 KiB; it was not read."),

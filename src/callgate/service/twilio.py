@@ -8,6 +8,7 @@ The picture is a switchboard operator who answers every ring before anyone speak
                rejected  -> <Say> overflow + <Hangup/>, or <Reject reason="busy|rejected"/>
     hang-up ─> POST /twilio/status (CallStatus completed/busy/failed/no-answer/canceled)
                                    ──> gate.release: frees the lease or leaves the queue
+    agent on ─> POST /twilio/stream (a campaign call's stream started: its agent's start)
 
 A held caller loops through hold cycles, each one poll of the gate::
 
@@ -51,10 +52,12 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import ImmutableMultiDict
 
 from callgate.config import Stack, TwilioSettings
+from callgate.dialer.shared import campaign_of
 from callgate.errors import CallConflictError, ConfigIssue
 from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason, ReleaseResult, RenewResult, RenewStatus
 from callgate.prompts import Prompts, prompts_for
+from callgate.service.campaigns import Campaigns
 
 try:
     # The twilio package ships no type information (no py.typed); its TwiML builders and
@@ -158,10 +161,14 @@ def say_and_hang_up(message: str, prompts: Prompts) -> VoiceResponse:
     return response
 
 
-def connect_twiml(stream_url: str, parameters: Mapping[str, str]) -> VoiceResponse:
-    """Connect the caller to the agent's media stream, passing ``parameters`` to it."""
+def connect_twiml(stream_url: str, parameters: Mapping[str, str], *,
+                  status_callback: str | None = None) -> VoiceResponse:
+    """Connect the caller to the agent's media stream, passing ``parameters`` to it
+    (``status_callback``: where the provider reports the stream's start and stop)."""
     response = VoiceResponse()
-    stream = response.connect().stream(url=stream_url)
+    options = {} if status_callback is None else {"status_callback": status_callback,
+                                                  "status_callback_method": "POST"}
+    stream = response.connect().stream(url=stream_url, **options)
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     return response
@@ -300,22 +307,28 @@ def _networks(
 
 
 def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
-                  insecure: bool = False) -> APIRouter:
+                  insecure: bool = False, campaigns: Campaigns | None = None) -> APIRouter:
     """The webhook routes for ``gate``; ``decide``/``release``/``renew`` are the app's, metered.
 
     Settings are read from ``gate.stack`` on every request, so a reload applies at once.
+    ``campaigns`` (``serve --campaigns``) receive the facts of their calls: answered, the
+    final status with ``AnsweredBy`` (:mod:`callgate.service.campaigns`).
     """
+    campaigns = campaigns if campaigns is not None else Campaigns()
     router = APIRouter(prefix="/twilio", tags=["twilio"])
 
     def account_of(number: str) -> str | None:
         spec = gate.stack.numbers.get(number)
         return None if spec is None else spec.account
 
-    async def receive(request: Request, our_number: str) -> Webhook | Response:
+    async def receive(request: Request, our_number: str, account_hint: str | None = None
+                      ) -> Webhook | Response:
         """The parsed webhook, or a 403 when its signature does not verify.
 
         ``our_number`` names the form field holding our number (``To`` for an incoming
         call, ``From`` for an outbound one): its account's auth token signed the request.
+        A stream's status callback carries no number: ``account_hint`` (from the URL we
+        gave, which the signature covers) names the account instead.
         """
         stack = gate.stack
         hook = Webhook(request, await request.body(), stack.twilio)
@@ -324,7 +337,8 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
                         "--insecure-webhooks): anyone can take and free slots", request.url.path)
             return hook
         number = hook.get(our_number)
-        account = account_of(number)
+        account = account_of(number) if account_hint is None else (
+            account_hint if account_hint in stack.accounts else None)
         env = (account and stack.accounts[account].auth_token_env) or stack.twilio.auth_token_env
         token = os.environ.get(env) if env else None
         if not token:
@@ -339,7 +353,8 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
         return Response("invalid webhook signature\n", status_code=403, media_type="text/plain")
 
     def agent(hook: Webhook, number: str, call_id: str, account: str,
-              keys: Mapping[str, str], **extra: str) -> Response | None:
+              keys: Mapping[str, str], *, stream_status: str | None = None,
+              **extra: str) -> Response | None:
         """TwiML connecting the agent's stream, or None when the number has no stream URL."""
         stream_url = stream_url_for(gate.stack, number)
         if stream_url is None:
@@ -355,7 +370,7 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             "release_url": hook.url(path, account=account),
             **extra,
         }
-        return twiml(connect_twiml(stream_url, parameters))
+        return twiml(connect_twiml(stream_url, parameters, status_callback=stream_status))
 
     @router.post("/voice", response_class=Response)
     async def voice(request: Request) -> Response:
@@ -426,12 +441,36 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             log.warning("outbound call %s (CallSid %s) answered but its lease is %s: hung up",
                         call_id, hook.get("CallSid"), result.status.value)
             return twiml(say_and_hang_up(LEASE_LOST_MESSAGE, prompts))
+        await campaigns.arecord(call_id, "answered", provider_id=hook.get("CallSid") or None)
+        if hook.get("AnsweredBy").startswith(("machine", "fax")) \
+                and await _voicemail_policy(campaigns, call_id) == "hangup":
+            # a machine answered and the campaign says hang up: the status callback then
+            # releases the lease and tells the dialler (AnsweredBy)
+            log.info("outbound call %s answered by %s: hung up (voicemail = hangup)", call_id,
+                     hook.get("AnsweredBy"))
+            response = VoiceResponse()
+            response.hangup()
+            return twiml(response)
+        # a campaign's call: the stream's start tells the dialler when the agent started
+        watched = bool(campaigns) and bool(campaign_of(call_id))
         answer = agent(hook, number, call_id, account, result.lease.keys,
+                       stream_status=hook.url("/twilio/stream", call_id=call_id,
+                                              account=account) if watched else None,
                        provider_call_id=hook.get("CallSid"))
         if answer is not None:
             return answer
         await release(call_id, account)
         return twiml(say_and_hang_up(NOT_SET_UP_MESSAGE, prompts))
+
+    @router.post("/stream", status_code=204, response_class=Response)
+    async def stream(request: Request, call_id: str = "", account: str = "") -> Response:
+        """A campaign call's media stream started: its agent is on the line."""
+        received = await receive(request, "From", account_hint=account)
+        if isinstance(received, Response):
+            return received
+        if received.get("StreamEvent") == "stream-started" and call_id:
+            await campaigns.arecord(call_id, "agent")
+        return Response(status_code=204)
 
     @router.post("/status", status_code=204, response_class=Response)
     async def status(request: Request, call_id: str = "") -> Response:
@@ -449,6 +488,20 @@ def twilio_router(gate: Gate, *, decide: Decide, release: Release, renew: Renew,
             result = await release(lease_id, account)
             log.info("status %s for %s (%s): released=%s cancelled=%s", state, lease_id,
                      account, result.released, result.cancelled)
+        if state in FINAL_STATUSES and call_id:  # after the release: the dialler reads it
+            await campaigns.arecord(call_id, "status", status=state,
+                                    answered_by=hook.get("AnsweredBy") or None)
         return Response(status_code=204)
 
     return router
+
+
+async def _voicemail_policy(campaigns: Campaigns, call_id: str) -> str:
+    """The campaign's ``voicemail`` (``hangup`` or ``agent``), as its dialler recorded it."""
+    import anyio.to_thread
+
+    def read() -> str:
+        file = campaigns.named(campaign_of(call_id)) if campaigns else None
+        return "agent" if file is None else file.meta().get("voicemail", "hangup")
+
+    return await anyio.to_thread.run_sync(read)
