@@ -177,10 +177,11 @@ class Leg(UA):  # type: ignore[misc]
             return (response, None, None)
         if method == "UPDATE":
             return self._answer_update(req, asked)
-        rval = super().recvRequest(req, sip_t)  # a re-INVITE: sippy answers or relays it
+        # A re-INVITE: the interval it asks for first, so that sippy's 2xx (sent at once for
+        # an unchanged SDP, else once the other leg answers) carries it.
         self.timer.refreshed_by_peer(asked)
         self.arm()
-        return rval
+        return super().recvRequest(req, sip_t)
 
     def _answer_update(self, req: Any, asked: session_timer.SessionExpires | None) -> Any:
         """An UPDATE (RFC 3311) refreshes the session; sippy has no handler, so answer here."""
