@@ -14,6 +14,7 @@ import click
 
 from callgate.config import Stack, sip_uri
 from callgate.errors import ConfigError, StoreError
+from callgate.flags import finite
 
 log = logging.getLogger("callgate.sip")
 
@@ -76,8 +77,7 @@ def _check_port_free(host: str, port: int) -> None:
 # Tests only: run the edge's own SIP timers (session refresh/expiry, 182 re-send) this many
 # times faster, so a session of 90 s (RFC 4028's minimum, still what the headers say) is
 # tested in seconds. session_expires itself is never allowed below 90 s.
-@click.option("--time-scale", type=click.FloatRange(min=0.001, max=1.0), default=1.0,
-              hidden=True)
+@click.option("--time-scale", type=finite(0.001, 1.0), default=1.0, hidden=True)
 def sip(config: str | None, store: str | None, listen: str | None, forward: str | None,
         metrics_port: int | None, log_level: str, log_format: str, time_scale: float) -> None:
     """Gate inbound SIP calls: forward admitted INVITEs to the agent, hold or refuse the rest.
