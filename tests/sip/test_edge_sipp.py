@@ -21,7 +21,8 @@ WAIT_S = 20.0
 
 def stack_toml(db: Path, *, number_cap: int = 1, queue_max: int = 5, max_wait: str = "20s",
                forward_timeout: str = "32s", codes: str = "", lease_ttl: str = "30s",
-               max_call_duration: str = "2h", trunk_cap: int = 10) -> str:
+               max_call_duration: str = "2h", trunk_cap: int = 10,
+               session_expires: str = "30m") -> str:
     return f"""
 [gate]
 store = "sqlite:///{db}"
@@ -49,6 +50,7 @@ retry_after = "45s"
 
 [sip]
 forward_timeout = "{forward_timeout}"
+session_expires = "{session_expires}"
 {codes}
 """
 

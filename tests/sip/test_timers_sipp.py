@@ -45,6 +45,16 @@ def test_a_missed_refresh_ends_both_legs_and_releases_once(tmp_path: Path) -> No
         assert rig.usage()["expired_total"] == 0  # released by the edge, not by the TTL
 
 
+def test_the_edge_refreshes_a_caller_and_an_agent_without_timers(tmp_path: Path) -> None:
+    """Neither end supports timers: the edge re-INVITEs both legs and the call lives on."""
+    with rig_for(tmp_path, extra=SCALE, session_expires="90s") as rig:
+        agent = rig.agent(sipp.SCENARIOS / "uas_timer_none.xml")
+        ok(rig.caller(sipp.SCENARIOS / "uac_timer_refreshed.xml", args=("-d", "500")).wait())
+        ok(agent.wait())
+        rig.until("the release", lambda: rig.in_use() == 0)
+        assert rig.releases() == ["caller_bye"]
+
+
 def test_session_expires_below_min_se_is_refused_422_without_a_slot(tmp_path: Path) -> None:
     """Session-Expires: 60 gets 422 with Min-SE: 90 before the gate is asked."""
     with rig_for(tmp_path) as rig:
