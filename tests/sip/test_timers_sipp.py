@@ -63,6 +63,17 @@ def test_session_expires_below_min_se_is_refused_422_without_a_slot(tmp_path: Pa
         assert ": admitted at" not in rig.edge.output()
 
 
+def test_an_agent_422_is_retried_once_with_its_min_se(tmp_path: Path) -> None:
+    """The agent answers 422 Min-SE: 120 to an offer of 90 s; the edge re-offers 120 s once."""
+    with rig_for(tmp_path, session_expires="90s") as rig:
+        agent = rig.agent(sipp.SCENARIOS / "uas_timer_422.xml", calls=2)
+        ok(rig.caller(sipp.SCENARIOS / "uac_caller_bye.xml", args=("-d", "300")).wait())
+        ok(agent.wait(), calls=2)  # the 422 and the answered INVITE
+        rig.until("the release", lambda: rig.in_use() == 0)
+        assert rig.releases() == ["caller_bye"]
+        assert rig.edge.output().count(": admitted at") == 1
+
+
 def test_queued_182_is_re_sent_with_the_same_position(tmp_path: Path) -> None:
     """A caller on hold hears 182 again without a change in position (every 60 s, scaled)."""
     with rig_for(tmp_path, extra=("--time-scale", "0.03")) as rig:  # a re-send every 1.8 s

@@ -101,6 +101,8 @@ class Dialog:
         self.resend_timer: Any = None  # the next re-send of a queued call's 182
         self.last_position: int | None = None
         self.queued_since: float | None = None
+        self.offered_s = 0  # the Session-Expires offered to the agent
+        self.retried_422 = False
 
     # the caller's leg ------------------------------------------------------------------
     def _from_caller(self, event: Any, ua: Any) -> None:
@@ -182,7 +184,8 @@ class Dialog:
             self._decide()
 
     # the agent's leg -------------------------------------------------------------------
-    def _forward(self) -> None:
+    def _forward(self, offered: int | None = None) -> None:
+        first = self.agent is None  # else a retry after the agent's 422
         target = self.edge.target_for(self.lease.call.number)
         if target is None:  # checked at start-up; a reload may not remove it under a call
             self.caller.recvEvent(_fail(Answer(500, answers.PHRASES[500])))
@@ -198,8 +201,10 @@ class Dialog:
         event = CCEventTry((SipCallId(), cli, url.username or self.lease.call.number, body,
                             None, name), origin="caller")
         # RFC 4028 7.1: offer the caller leg's interval; the agent picks the refresher.
-        offered = self.caller.timer.interval_s if self.caller.timer else (
-            self.edge.settings.session_expires_s)
+        if offered is None:
+            offered = self.caller.timer.interval_s if self.caller.timer else (
+                self.edge.settings.session_expires_s)
+        self.offered_s = offered
         headers += [header("Session-Expires", str(offered)),
                     header("Min-SE", str(session_timer.MIN_SE_S)), header("Supported", "timer")]
         event.extra_headers = tuple(headers)
@@ -209,9 +214,21 @@ class Dialog:
                          nh_address=(url.host, url.port or 5060),
                          expire_time=self.edge.settings.forward_timeout_s)
         self.agent.on_answered = lambda leg, response: self._agent_answered(leg, response,
-                                                                            offered)
+                                                                            self.offered_s)
         self.agent.recvEvent(event)
-        self.timers.append(Timeout(self._heartbeat, self.lease.renew_interval_s, -1))
+        if first:
+            self.timers.append(Timeout(self._heartbeat, self.lease.renew_interval_s, -1))
+
+    def _retry_with_min_se(self) -> bool:
+        """The agent answered 422: offer its Min-SE on a new INVITE, once (RFC 4028 7.1)."""
+        asked = self.agent.min_se_asked if self.agent is not None else None
+        if asked is None or self.retried_422 or asked <= self.offered_s:
+            return False
+        self.retried_422 = True
+        log.info("sip %s: the agent needs Session-Expires >= %d s; offering it", self.sip_call_id,
+                 asked)
+        self._forward(offered=asked)
+        return True
 
     def _agent_answered(self, leg: Leg, response: Any, offered: int) -> None:
         """The agent's 2xx: its leg's timer (no Session-Expires: the edge refreshes)."""
@@ -223,11 +240,14 @@ class Dialog:
             leg.timer = LegTimer(offered, edge_refreshes=True, peer_supports=False)
 
     def _from_agent(self, event: Any, ua: Any) -> None:
-        self.edge.guard(self._on_agent, event)
+        if ua is self.agent:  # not a leg left behind by a 422 retry
+            self.edge.guard(self._on_agent, event)
 
     def _on_agent(self, event: Any) -> None:
         if isinstance(event, CCEventFail):
             code = event.getData()[0] if event.getData() else 500
+            if int(code) == 422 and self._retry_with_min_se():
+                return
             self.caller.recvEvent(_fail(answers.agent_failure(int(code))))
             self._end(f"agent_{code}")
             return

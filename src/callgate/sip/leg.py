@@ -84,6 +84,7 @@ class Leg(UA):  # type: ignore[misc]
         self.on_expired = on_expired  # ends the call: BYE both legs, release the lease
         self.on_answered: Callable[[Leg, Any], None] | None = None
         self.next_step: Any = None  # the pending refresh or expiry Timeout
+        self.min_se_asked: int | None = None  # the Min-SE of a 422 to our INVITE
 
     # the timer ----------------------------------------------------------------------
     def arm(self) -> None:
@@ -200,6 +201,12 @@ class Leg(UA):  # type: ignore[misc]
 
     def recvResponse(self, resp: Any, tr: Any) -> None:
         code = resp.getSCode()[0]
+        if code == 422 and resp.getHFBody("cseq").getCSeqMethod() == "INVITE":
+            try:  # RFC 4028 7.1: the interval the peer needs at least, for a retry
+                floor = session_timer.parse(header_value(resp, "min-se"))
+            except SessionTimerError:
+                floor = None
+            self.min_se_asked = floor.seconds if floor is not None else None
         if 200 <= code < 300 and resp.getHFBody("cseq").getCSeqMethod() == "INVITE":
             if self.timer is None and self.on_answered is not None:
                 self.on_answered(self, resp)  # the agent's answer: its leg's timer

@@ -9,8 +9,9 @@ the negotiation itself, per leg, with the same rules on both:
   caller's choice when it names one, the caller (``uac``) when it supports timers and does
   not, and the edge (``uas``) when it does not support them;
 - the agent's leg (the edge sends the INVITE, section 7): it offers the caller leg's interval
-  and lets the agent choose; a 2xx without ``Session-Expires`` means the agent has no timers
-  and the edge refreshes (7.2).
+  and lets the agent choose (a ``422`` gets one new INVITE offering the agent's ``Min-SE``,
+  7.1); a 2xx without ``Session-Expires`` means the agent has no timers and the edge
+  refreshes (7.2).
 
 The side that refreshes does so at half the interval (with a re-INVITE or UPDATE; the edge
 sends a re-INVITE, which every UA supports); the other side ends the call when no refresh
