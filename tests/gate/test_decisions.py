@@ -166,9 +166,8 @@ def test_queue_full_names_a_full_trunk(make_gate: GateFactory) -> None:
     assert decision.retry_after_s == 300
 
 
-def test_queue_full_names_the_queue_when_only_callers_ahead_block(
-        make_gate: GateFactory) -> None:
-    """A call refused only because the queue ahead of it is full names layer queue."""
+def test_queue_full_after_a_promotion_names_the_full_number(make_gate: GateFactory) -> None:
+    """A promotion refills the number; the next refusal past queue_max names the number."""
     gate, _ = make_gate(BASE.replace("queue_max = 3", "queue_max = 1"))
     gate.acquire(inbound("c1"))
     gate.acquire(inbound("c2"))
