@@ -8,11 +8,15 @@ benchmark, one for the direct calls and one behind the edge. At each rate, in th
 and interleaved, SIPp's built-in ``uac`` (INVITE, ACK, a 100 ms call, BYE) places
 ``rate x seconds`` calls
 
-- **directly** to the agent (the baseline: what SIPp and this machine can do), and
-- **through the edge** (``callgate sip`` on a SQLite store; the number's cap of 50 sits
-  above the offered concurrency, rate x call length, until the edge falls behind and calls
-  last longer), which answers 100, asks the gate, forwards the INVITE as a B2BUA, renews
-  and releases the lease. Calls over the cap are refused (486), and count as failed.
+- **directly** to the agent (the baseline: what SIPp and this machine can do),
+- **through the edge** (``callgate sip`` on a SQLite store; the number's cap of 50, the
+  one that binds (trunk and plan have ten times more), sits above the offered concurrency,
+  rate x call length, until the edge falls behind and calls last longer), which answers
+  100, asks the gate, forwards the INVITE as a B2BUA, renews and releases the lease.
+  Calls over the cap are refused (486), and count as failed, and
+- **through Debian's kamailio** where it is installed (``apt-get install kamailio``),
+  forwarding every request statelessly to the direct agent with one UDP worker (one
+  core, like the edge's one event loop): what a C SIP proxy that keeps no state costs.
 
 A rate is *held* when every call succeeded (no failed call, no timeout) and the run ended
 within 1.5x its nominal length. The figure is the highest rate held by each, and the ratio
@@ -70,9 +74,9 @@ def stack_text(db: Path) -> str:
 [gate]
 store = "sqlite:///{db}"
 [trunks.main]
-max_concurrent = {CAP}
+max_concurrent = {CAP * 10}
 [plans.basic]
-max_concurrent = {CAP}
+max_concurrent = {CAP * 10}
 [accounts.acme]
 plan = "basic"
 [numbers."{NUMBER}"]
@@ -127,7 +131,8 @@ def peak_current_calls(stats: Path) -> int:
                     for row in csv.DictReader(file, delimiter=";")), default=0)
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0,
+               what: str = "callgate sip") -> None:
     """Until the edge answers an OPTIONS (it is listening and its store is open)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
@@ -145,7 +150,53 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0
                     return
             except OSError:
                 continue
-    raise SystemExit("callgate sip did not start")
+    raise SystemExit(f"{what} did not start")
+
+
+KAMAILIO_CFG = """#!KAMAILIO
+# bench/bench_sip.py: a stateless forwarder, one UDP worker, no dialog or transaction state.
+debug=1
+log_stderror=yes
+children=1
+listen=udp:127.0.0.1:{port}
+mpath="{modules}"
+loadmodule "pv.so"
+loadmodule "sl.so"
+loadmodule "maxfwd.so"
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if ($rm == "OPTIONS" && $rU == "ping") {{ sl_send_reply("200", "OK"); exit; }}
+    $du = "sip:127.0.0.1:{agent}";
+    forward();
+}}
+"""
+
+
+def kamailio_modules() -> Path | None:
+    """Where Debian's kamailio keeps its modules (the config must name the directory)."""
+    candidates = [*sorted(Path("/usr/lib").glob("*/kamailio/modules")),
+                  Path("/usr/lib/kamailio/modules")]
+    for path in candidates:
+        if (path / "sl.so").exists():
+            return path
+    return None
+
+
+def start_kamailio(work: Path, port: int, agent_port: int) -> subprocess.Popen[bytes] | None:
+    """kamailio forwarding statelessly to the agent, or None (and why) when not installed."""
+    modules = kamailio_modules()
+    if shutil.which("kamailio") is None or modules is None:
+        print("kamailio is not installed (apt-get install kamailio): no comparison with a "
+              "stateless SIP proxy this run")
+        return None
+    config = work / "kamailio.cfg"
+    config.write_text(KAMAILIO_CFG.format(port=port, modules=modules, agent=agent_port),
+                      encoding="utf-8")
+    proc = subprocess.Popen(["kamailio", "-f", str(config), "-DD", "-E", "-Y", str(work),
+                             "-P", str(work / "kamailio.pid")],
+                            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, proc, what="kamailio")
+    return proc
 
 
 def main() -> None:
@@ -162,6 +213,7 @@ def main() -> None:
         config = work / "stack.toml"
         config.write_text(stack_text(db), encoding="utf-8")
         agent_port, gated_port, edge_port = free_udp_port(), free_udp_port(), free_udp_port()
+        kamailio_port = free_udp_port()
         agent_stats = work / "agent.csv"
         agents = [subprocess.Popen(
             ["sipp", "-sf", str(AGENT), "-i", "127.0.0.1", "-p", str(port), "-nostdin",
@@ -174,21 +226,30 @@ def main() -> None:
              "--listen", f"127.0.0.1:{edge_port}", "--forward",
              f"sip:agent@127.0.0.1:{gated_port}", "--log-level", "warning"],
             cwd=work, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kamailio = None
         try:
             wait_ready(edge_port, edge)
+            kamailio = start_kamailio(work, kamailio_port, agent_port)
             direct: list[Step] = []
             through: list[Step] = []
+            proxied: list[Step] = []
             for rate in rates:
                 direct.append(run_caller(f"127.0.0.1:{agent_port}", rate, seconds, work,
                                          "direct"))
                 through.append(run_caller(f"127.0.0.1:{edge_port}", rate, seconds, work,
                                           "edge"))
-                print(f"{rate:>4} calls/s offered: direct {_line(direct[-1])}; "
-                      f"edge {_line(through[-1])}", flush=True)
+                line = (f"{rate:>4} calls/s offered: direct {_line(direct[-1])}; "
+                        f"edge {_line(through[-1])}")
+                if kamailio is not None:
+                    proxied.append(run_caller(f"127.0.0.1:{kamailio_port}", rate, seconds,
+                                              work, "kamailio"))
+                    line += f"; kamailio {_line(proxied[-1])}"
+                print(line, flush=True)
         finally:
-            for proc in (edge, *agents):
+            running = [p for p in (edge, kamailio, *agents) if p is not None]
+            for proc in running:
                 proc.terminate()
-            for proc in (edge, *agents):
+            for proc in running:
                 proc.wait(timeout=20)
         peak = peak_current_calls(agent_stats)
     best_direct = max((s.rate for s in direct if s.held), default=0)
@@ -200,12 +261,18 @@ def main() -> None:
           + (" (the highest rate tried)" if best_direct == rates[-1] else ""))
     print(f"  SIPp -> callgate sip -> SIPp:  {best_edge:>4} calls/s"
           f" ({best_edge / cores:.0f} per core on {cores} cores)")
+    if proxied:
+        best_kamailio = max((s.rate for s in proxied if s.held), default=0)
+        print(f"  SIPp -> kamailio -> SIPp:      {best_kamailio:>4} calls/s"
+              " (stateless, one worker)"
+              + (" (the highest rate tried)" if best_kamailio == rates[-1] else ""))
     ratio = best_edge / best_direct if best_direct else float("nan")
     print(f"  ratio edge / direct:           {ratio:.2f}x")
+    if proxied:
+        k_ratio = best_edge / best_kamailio if best_kamailio else float("nan")
+        print(f"  ratio edge / kamailio:         {k_ratio:.2f}x")
     print(f"peak concurrency at the agent (sampled each second): {peak} (cap {CAP})"
           + ("  ABOVE THE CAP" if peak > CAP else ""))
-    if shutil.which("kamailio") is None:
-        print("kamailio is not installed: no comparison with a stateless SIP proxy this run")
 
 
 def _line(step: Step) -> str:

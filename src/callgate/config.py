@@ -239,7 +239,16 @@ class SipSettings(_Frozen):
     listen: str | None = None
     forward: SipUri | None = None
     forward_timeout: Duration = Field(default=32.0, gt=0)
+    session_expires: Duration = 1800.0  # RFC 4028 session timers on both legs
     codes: SipCodes = SipCodes()
+
+    @field_validator("session_expires")
+    @classmethod
+    def _rfc_4028_floor(cls, value: float) -> float:
+        if value < 90:
+            raise ValueError(f"{value:g} s is below RFC 4028's minimum of 90 s; use 90s or more "
+                             '(the default is "30m")')
+        return value
 
 
 class Stack(_Frozen):

@@ -471,7 +471,12 @@ class Gate:
                             retry_after_s=None,
                             message=prompts_for(self.stack, call.number).hold_message)
         if kind is VerdictKind.QUEUE_FULL:
-            return Decision(call.call_id, Outcome.REJECTED, Layer.QUEUE, call.number,
+            # Name the layer that was full (a full trunk is a SIP 503, a full number a 486),
+            # as a queued call's decision would; the queue itself only when no layer is.
+            full = [b for b in verdict.blockers if not b.key.startswith("queue:")]
+            layer, scope = (split_key(self._pick(call, tuple(full), now)[0].key) if full
+                            else (Layer.QUEUE, call.number))
+            return Decision(call.call_id, Outcome.REJECTED, layer, scope,
                             Reason.QUEUE_FULL, retry_after_s=inbound.retry_after,
                             message=prompts_for(self.stack, call.number).overflow_message)
         if kind is VerdictKind.BLOCKED:

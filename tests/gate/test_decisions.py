@@ -150,9 +150,33 @@ def test_full_queue_rejects_with_queue_full(make_gate: GateFactory) -> None:
     for i in range(5):
         gate.acquire(inbound(f"c{i}"))
     decision = gate.acquire(inbound("c5"))
-    assert (decision.outcome, decision.layer, decision.reason) == (
-        Outcome.REJECTED, Layer.QUEUE, Reason.QUEUE_FULL)
+    assert (decision.outcome, decision.reason) == (Outcome.REJECTED, Reason.QUEUE_FULL)
+    assert (decision.layer, decision.scope) == (Layer.NUMBER, N1)  # the layer that was full
     assert decision.retry_after_s == 300
+
+
+def test_queue_full_names_a_full_trunk(make_gate: GateFactory) -> None:
+    """With no room to queue, a full trunk is named as the refusing layer (a SIP 503)."""
+    gate, _ = make_gate(BASE.replace("max_concurrent = 4", "max_concurrent = 1")
+                        .replace("queue_max = 3", "queue_max = 0"))
+    gate.acquire(inbound("c1"))
+    decision = gate.acquire(inbound("c2", number=N2))
+    assert (decision.outcome, decision.reason) == (Outcome.REJECTED, Reason.QUEUE_FULL)
+    assert (decision.layer, decision.scope) == (Layer.TRUNK, "t1")
+    assert decision.retry_after_s == 300
+
+
+def test_queue_full_after_a_promotion_names_the_full_number(make_gate: GateFactory) -> None:
+    """A promotion refills the number; the next refusal past queue_max names the number."""
+    gate, _ = make_gate(BASE.replace("queue_max = 3", "queue_max = 1"))
+    gate.acquire(inbound("c1"))
+    gate.acquire(inbound("c2"))
+    gate.acquire(inbound("c3"))  # queued: the number is full
+    gate.release("c1")  # c3 is promoted into the freed slot; the number is full again
+    gate.acquire(inbound("c4"))  # queued
+    decision = gate.acquire(inbound("c5"))
+    assert (decision.outcome, decision.reason) == (Outcome.REJECTED, Reason.QUEUE_FULL)
+    assert decision.layer is Layer.NUMBER
 
 
 def test_outbound_over_capacity_gets_exponential_backoff(make_gate: GateFactory) -> None:

@@ -206,7 +206,7 @@ async def test_full_queue_rejects_with_queue_full_and_retry_after(api: Api) -> N
     response = await api.call("c")
     assert response.status_code == 200
     body = response.json()
-    assert (body["decision"], body["reason"], body["layer"]) == ("rejected", "queue_full", "queue")
+    assert (body["decision"], body["reason"], body["layer"]) == ("rejected", "queue_full", "number")
     assert body["retry_after_s"] == 300.0 and response.headers["retry-after"] == "300"
     assert "more calls than we can take" in body["message"]
 

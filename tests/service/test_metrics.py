@@ -175,7 +175,7 @@ async def test_decisions_and_queue_waits_are_counted_once_per_call() -> None:
                  reason="admitted") == 2
     assert value(samples, "callgate_decisions_total", outcome="queued", layer="number",
                  reason="capacity") == 2
-    assert value(samples, "callgate_decisions_total", outcome="rejected", layer="queue",
+    assert value(samples, "callgate_decisions_total", outcome="rejected", layer="number",
                  reason="queue_full") == 1
     assert value(samples, "callgate_decisions_total", outcome="admitted", layer="queue",
                  reason="promoted") == 1

@@ -52,13 +52,13 @@ def test_a_refusal_without_a_retry_time_still_says_one() -> None:
     assert dict(answer.headers)["Retry-After"].isdigit()
 
 
-def test_queued_is_182_with_the_position() -> None:
-    """A queued call hears 182 Queued with X-Callgate-Queue-Position."""
+def test_queued_is_182_with_the_position_and_seconds_on_hold() -> None:
+    """A queued call hears 182 Queued with X-Callgate-Queue-Position and -Waited (whole s)."""
     decision = Decision("c1", Outcome.QUEUED, Layer.NUMBER, "+1", Reason.CAPACITY,
                         queue=QueueInfo(3, 40.0))
-    answer = queued(decision)
+    answer = queued(decision, 61.7)
     assert (answer.code, answer.phrase, dict(answer.headers)) == (
-        182, "Queued", {"X-Callgate-Queue-Position": "3"})
+        182, "Queued", {"X-Callgate-Queue-Position": "3", "X-Callgate-Queue-Waited": "61"})
 
 
 @pytest.mark.parametrize(("agent", "caller"), [

@@ -21,7 +21,8 @@ WAIT_S = 20.0
 
 def stack_toml(db: Path, *, number_cap: int = 1, queue_max: int = 5, max_wait: str = "20s",
                forward_timeout: str = "32s", codes: str = "", lease_ttl: str = "30s",
-               max_call_duration: str = "2h") -> str:
+               max_call_duration: str = "2h", trunk_cap: int = 10,
+               session_expires: str = "30m") -> str:
     return f"""
 [gate]
 store = "sqlite:///{db}"
@@ -29,7 +30,7 @@ lease_ttl = "{lease_ttl}"
 max_call_duration = "{max_call_duration}"
 
 [trunks.main]
-max_concurrent = 10
+max_concurrent = {trunk_cap}
 
 [plans.basic]
 max_concurrent = 10
@@ -49,6 +50,7 @@ retry_after = "45s"
 
 [sip]
 forward_timeout = "{forward_timeout}"
+session_expires = "{session_expires}"
 {codes}
 """
 
@@ -242,7 +244,22 @@ def test_refused_call_gets_486_with_retry_after_and_the_deciding_layer(tmp_path:
         first = rig.caller(sipp.SCENARIOS / "uac_caller_bye.xml", name="first",
                            args=("-d", "2000"))
         rig.until("the first admission", lambda: rig.in_use() == 1)
-        refused = rig.scenario("uac_refused.xml", code="486", retry="45", layer="queue",
+        refused = rig.scenario("uac_refused.xml", code="486", retry="45", layer="number",
+                               reason="queue_full")
+        ok(rig.caller(refused, name="second").wait())
+        assert rig.in_use() == 1
+        ok(first.wait())
+        ok(agent.wait())
+
+
+def test_full_trunk_is_refused_with_503_and_retry_after(tmp_path: Path) -> None:
+    """A full trunk with no room to queue answers 503, Retry-After 45, trunk / queue_full."""
+    with rig_for(tmp_path, queue_max=0, trunk_cap=1, number_cap=2) as rig:
+        agent = rig.agent(sipp.SCENARIOS / "uas_answer.xml")
+        first = rig.caller(sipp.SCENARIOS / "uac_caller_bye.xml", name="first",
+                           args=("-d", "2000"))
+        rig.until("the first admission", lambda: rig.in_use() == 1)
+        refused = rig.scenario("uac_refused.xml", code="503", retry="45", layer="trunk",
                                reason="queue_full")
         ok(rig.caller(refused, name="second").wait())
         assert rig.in_use() == 1
@@ -257,7 +274,7 @@ def test_refusal_codes_are_configurable(tmp_path: Path) -> None:
                            args=("-d", "2000"))
         agent = rig.agent(sipp.SCENARIOS / "uas_answer.xml")
         rig.until("the first admission", lambda: rig.in_use() == 1)
-        refused = rig.scenario("uac_refused.xml", code="480", retry="45", layer="queue",
+        refused = rig.scenario("uac_refused.xml", code="480", retry="45", layer="number",
                                reason="queue_full")
         ok(rig.caller(refused, name="second").wait())
         ok(first.wait())

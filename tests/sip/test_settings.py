@@ -31,6 +31,7 @@ def test_sip_defaults() -> None:
     """Without [sip]: no listen or forward, forward_timeout 32 s, RFC 3261 codes."""
     sip = stack_from(MINIMAL).sip
     assert (sip.listen, sip.forward, sip.forward_timeout) == (None, None, 32.0)
+    assert sip.session_expires == 1800.0
     assert sip.codes == SipCodes() and sip.codes.trunk == 503 and sip.codes.number == 486
 
 
@@ -57,6 +58,13 @@ def test_bad_sip_settings_name_the_key(snippet: str, where: str) -> None:
     """A bad [sip] value is a ConfigError naming its key."""
     with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
         stack_from(MINIMAL + snippet)
+
+
+def test_session_expires_below_the_rfc_minimum_is_refused() -> None:
+    """session_expires under 90 s is a ConfigError naming the key, value and the minimum."""
+    with pytest.raises(ConfigError, match=r"sip\.session_expires.*60 s.*minimum of 90 s"):
+        stack_from(MINIMAL + '[sip]\nsession_expires = "60s"')
+    assert stack_from(MINIMAL + '[sip]\nsession_expires = "90s"').sip.session_expires == 90
 
 
 def test_bad_sip_forward_on_a_number_names_the_number(tmp_path: Path) -> None:

@@ -71,10 +71,15 @@ def refusal(decision: Decision, codes: SipCodes) -> Answer:
     return Answer(code, PHRASES.get(code, "Refused"), tuple(headers))
 
 
-def queued(decision: Decision) -> Answer:
-    """``182 Queued`` with the caller's place in the number's queue."""
+def queued(decision: Decision, waited_s: float = 0.0) -> Answer:
+    """``182 Queued`` with the caller's place in the number's queue and seconds on hold.
+
+    The seconds also make each re-sent 182 a new message rather than a copy of the last
+    one, which a UA or SIPp may take for a retransmission and not report.
+    """
     position = decision.queue.position if decision.queue is not None else 0
-    return Answer(*QUEUED, (("X-Callgate-Queue-Position", str(position)),))
+    return Answer(*QUEUED, (("X-Callgate-Queue-Position", str(position)),
+                            ("X-Callgate-Queue-Waited", str(max(0, int(waited_s))))))
 
 
 def agent_failure(agent_code: int) -> Answer:
