@@ -27,19 +27,22 @@ class Budget:
     round_s: float
     sqlite_round_s: float
     http_rounds: int
-    http_pairs: int
+    http_round_s: float  # one wrk run (whole seconds: wrk takes no fractions)
+    http_pairs: int  # one round of the Python load generator (without wrk)
     http_workers: int
     leases: int
 
     @classmethod
     def full(cls) -> Budget:
         return cls(quick=False, rounds=5, round_s=1.0, sqlite_round_s=1.5,
-                   http_rounds=3, http_pairs=3000, http_workers=8, leases=100_000)
+                   http_rounds=5, http_round_s=3.0, http_pairs=3000, http_workers=8,
+                   leases=100_000)
 
     @classmethod
     def smoke(cls) -> Budget:
         return cls(quick=True, rounds=3, round_s=0.3, sqlite_round_s=0.4,
-                   http_rounds=2, http_pairs=400, http_workers=8, leases=10_000)
+                   http_rounds=5, http_round_s=1.0, http_pairs=400, http_workers=8,
+                   leases=10_000)
 
 
 @dataclass

@@ -8,6 +8,7 @@ does not have; :func:`roomy_stack` keeps every layer of the example and raises i
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,42 @@ def roomy_stack(cap: int, max_cps: int, lease_ttl: str = "30s") -> Stack:
     Windows are kept (trunk CPS windows stay on, only higher); lease TTL and the maximum
     call duration become ``lease_ttl``.
     """
+    return parse_stack(roomy_raw(cap, max_cps, lease_ttl),
+                       source=f"{EXAMPLE} (caps raised to {cap})")
+
+
+def roomy_toml(cap: int, max_cps: int, lease_ttl: str = "30s") -> str:
+    """:func:`roomy_stack` as a stack file's text (for ``callgate serve --config``)."""
+    raw = roomy_raw(cap, max_cps, lease_ttl)
+    text = "\n".join(_toml_tables(raw, ()))
+    if tomllib.loads(text) != raw:  # the writer below knows only what the example uses
+        raise ValueError("roomy_toml: the stack file does not read back as the stack")
+    return text
+
+
+def _toml_tables(table: dict[str, Any], path: tuple[str, ...]) -> list[str]:
+    """``table`` as TOML lines: scalars and lists of scalars, then its sub-tables."""
+    lines = [f"[{'.'.join(json.dumps(k) for k in path)}]"] if path else []
+    lines += [f"{json.dumps(key)} = {_toml_value(value)}" for key, value in table.items()
+              if not isinstance(value, dict)]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += ["", *_toml_tables(value, (*path, key))]
+    return lines
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML value: JSON's spelling of strings, numbers and booleans is TOML's too."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def roomy_raw(cap: int, max_cps: int, lease_ttl: str) -> dict[str, Any]:
+    """The example stack's TOML document with :func:`roomy_stack`'s caps."""
     raw = example_raw()
     raw["gate"]["lease_ttl"] = lease_ttl
     raw["gate"]["max_call_duration"] = lease_ttl
@@ -52,7 +89,7 @@ def roomy_stack(cap: int, max_cps: int, lease_ttl: str = "30s") -> Stack:
             pool["max_sessions"] = cap
     for resource in raw["resources"].values():
         resource["capacity"] = cap * resource.get("per_call", 1)
-    return parse_stack(raw, source=f"{EXAMPLE} (caps raised to {cap})")
+    return raw
 
 
 def trunk_lines(stack: Stack) -> tuple[list[str], float]:

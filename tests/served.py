@@ -106,8 +106,10 @@ def served_app(app: object) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
+    # ws="none" as `serve` has it: no WebSocket routes, no websockets import (whose legacy
+    # module warns under the oldest uvicorn callgate allows).
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                                           log_level="error"))
+                                           log_level="error", ws="none"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -155,13 +155,15 @@ def _table(title: str, rows: list[LayerCapacity]) -> Table:
               default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json: one JSON object per line (decisions included).")
+@click.option("--access-log", envvar="CALLGATE_ACCESS_LOG", show_envvar=True, is_flag=True,
+              help="Also log uvicorn's line per HTTP request (decisions are logged anyway).")
 @click.option("--insecure-webhooks", is_flag=True,
               help="Do not check Twilio webhook signatures (local testing only).")
 @click.option("--campaigns", "campaign_files", multiple=True, metavar="FILE.db",
               help="A `callgate dial` state file (repeatable): its progress at "
                    "GET /v1/campaigns, its calls' webhook results and opt-outs written to it.")
 def serve(config: str | None, store: str | None, host: str, port: int, time_scale: float,
-          reaper_interval: float, log_level: str, log_format: str,
+          reaper_interval: float, log_level: str, log_format: str, access_log: bool,
           insecure_webhooks: bool, campaign_files: tuple[str, ...]) -> None:
     """Serve the gate's HTTP API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C.
 
@@ -212,7 +214,8 @@ def serve(config: str | None, store: str | None, host: str, port: int, time_scal
         except sqlite3.Error as exc:
             fail(f"--campaigns: cannot open a state file: {exc}", 2)
         server = draining_server(server_config(app, host=host, port=port, log_level=log_level,
-                                               json_logs=log_format == "json"),
+                                               json_logs=log_format == "json",
+                                               access_log=access_log),
                                  app.state.streams)
         mask_query_tokens()  # after uvicorn.Config, which sets up uvicorn's loggers
         base = f"http://{f'[{host}]' if ':' in host else host}:{port}"

@@ -1,4 +1,4 @@
-"""Request bounds: one model's limits on every store and both lanes; 413 past 64 KiB everywhere."""
+"""Request bounds: one model's limits on every store and route; 413 past 64 KiB everywhere."""
 
 from __future__ import annotations
 
@@ -120,17 +120,19 @@ async def test_out_of_range_fields_are_422_on_every_store_and_change_nothing(
 
 
 @pytest.mark.parametrize(("extra", "field"), OUT_OF_RANGE)
-async def test_both_lanes_give_the_same_422(extra: dict[str, Any], field: str) -> None:
-    """The fast lane and FastAPI's own handler (forced by a query string) answer alike."""
+async def test_the_hot_route_and_fastapi_give_the_same_422(extra: dict[str, Any],
+                                                           field: str) -> None:
+    """POST /v1/calls and a FastAPI route reading the same model answer each bound alike."""
     from tests.service.test_api import make_stack
+    from tests.service.test_hot_routes import REFERENCE, with_reference_route
 
     gate = memory_gate(make_stack(STACK))
-    async with serving(create_app(gate)) as http:
+    async with serving(with_reference_route(create_app(gate))) as http:
         headers = {"content-type": "application/json"}
-        fast = await http.post("/v1/calls", content=raw(request_body(**extra)), headers=headers)
-        full = await http.post("/v1/calls?via=full", content=raw(request_body(**extra)),
-                               headers=headers)
-    assert (fast.status_code, fast.json()) == (full.status_code, full.json())
+        ours = await http.post("/v1/calls", content=raw(request_body(**extra)), headers=headers)
+        fastapi = await http.post(REFERENCE, content=raw(request_body(**extra)),
+                                  headers=headers)
+    assert (ours.status_code, ours.json()) == (fastapi.status_code, fastapi.json())
 
 
 async def test_the_extremes_of_every_bound_are_decided_and_queued_in_order(

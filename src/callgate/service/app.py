@@ -9,9 +9,9 @@ The gate is synchronous and thread-safe. The three hot routes (acquire, renew, r
 call it inline when its store lives in memory (a decision takes microseconds, and a
 thread hop would cost more than the decision) and in a worker thread when the store does
 I/O, so a slow SQLite transaction never blocks the event loop. Acquire and release are
-served by :class:`InlineRoute`, which answers a plain request without FastAPI's per-request
-parameter solving (any other request goes to FastAPI unchanged). The other routes are plain
-``def``, which FastAPI runs in its threadpool.
+plain Starlette routes (:mod:`callgate.service.routing`: no per-request parameter solving,
+the same 422s, documented in the OpenAPI like the rest). The other routes are FastAPI's,
+plain ``def``, which FastAPI runs in its threadpool.
 
 Who may do what is in :mod:`callgate.service.auth` (bearer tokens per account, an admin
 token; open when none are configured); ``/healthz``, ``/readyz``, ``/metrics`` and the
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -73,7 +74,13 @@ from callgate.service.openapi_docs import (
     route_errors,
 )
 from callgate.service.preflight import app_warnings, check_edges, webhooks_enabled
-from callgate.service.routing import HotJSONResponse, InlineRoute, inline_route
+from callgate.service.routing import (
+    HotJSONResponse,
+    call_request,
+    doc_route,
+    document,
+    hot_route,
+)
 from callgate.service.schemas import (
     CallRequest,
     DecisionOut,
@@ -103,6 +110,24 @@ scope and reason that decided it. Renew an admitted lease every `ttl_s / 3` seco
 When the stack has `[[api.tokens]]`, every `/v1/` route needs `Authorization: Bearer <token>`:
 an account token sees and changes only its own account's calls, an admin token everything.
 """
+
+
+def _telemetry_off() -> dict[str, Any]:
+    """``FastAPI(telemetry=...)`` turning off its per-request OpenTelemetry hooks, if it has them.
+
+    FastAPI releases with native telemetry check, on every request, whether a tracer, meter
+    or logger provider is configured (issue 16 measured about a tenth of the hot routes'
+    throughput going there), and trace each request when one is. callgate's own metrics
+    and decision log are its telemetry, so all of it is off; releases without the option
+    get nothing to turn off.
+    """
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False,
+                          "operation_spans": False, "auto_configure": False}}
+
+
+TELEMETRY_OFF = _telemetry_off()
 
 
 class ApiError(Exception):
@@ -166,14 +191,13 @@ def create_app(
     app = FastAPIOffline(
         title="callgate", version=__version__, description=DESCRIPTION,
         lifespan=_reaper(gate, reaper_interval_s, metrics), static_url=DOCS_ASSETS,
-        swagger_ui_parameters={"validatorUrl": None},
+        swagger_ui_parameters={"validatorUrl": None}, **TELEMETRY_OFF,
     )
     app.state.streams = streams
     _install_error_handlers(app, metrics)
     app.add_middleware(RequireToken, authenticator=authenticator,
                        query_token_paths=frozenset({STREAM_PATH}))
     app.add_middleware(BodyLimit)  # outermost: an oversized body is refused before anything
-    document_bearer(app)
     reload_lock = threading.Lock()
 
     run = _runner(gate)
@@ -199,10 +223,9 @@ def create_app(
         result: RenewResult = await run(gate.renew, call_id, account, ttl_s)
         return result
 
-    @inline_route(app, "POST", "/v1/calls", tags=["calls"], openapi_extra=SECURED,
-             responses=route_errors("POST", "/v1/calls"), response_model=DecisionOut)
-    async def acquire(body: CallRequest, request: Request) -> Response:
+    async def acquire(request: Request) -> Response:
         """May this call start now? Every decision is a 200; poll a queued call likewise."""
+        body = await call_request(request)
         principal = principal_of(request)
         call = body.to_call()
         _check_number(gate.stack, principal, call.number)
@@ -238,16 +261,33 @@ def create_app(
         await campaigns.arecord(call_id, "agent")  # a campaign call's agent is talking
         return RenewOut(call_id=call_id, lease=LeaseOut.of(result.lease))
 
-    @inline_route(app, "DELETE", "/v1/calls/{call_id:path}", tags=["calls"], openapi_extra=SECURED,
-             responses=route_errors("DELETE", "/v1/calls/{call_id}"), response_model=ReleaseOut)
-    async def release(call_id: str, request: Request, account: str | None = None) -> Response:
+    async def release(request: Request) -> Response:
         """The call ended (or the caller hung up while queued); idempotent.
 
         An id this token's account does not hold answers like an id never seen
         (nothing released, nothing cancelled): ids of other accounts do not leak.
         """
-        result = await end(call_id, _acting_for(principal_of(request), account))
+        account = _acting_for(principal_of(request), request.query_params.get("account"))
+        result = await end(request.path_params["call_id"], account)
         return HotJSONResponse({"released": result.released, "cancelled": result.cancelled})
+
+    # The hot routes first: each request is matched against the routes in order, and
+    # FastAPI has already put its docs' routes in the list.
+    app.router.routes[:0] = [
+        hot_route("/v1/calls", "POST", acquire),
+        # ":path": a call id may hold "/" (any visible ASCII), sent as %2F
+        hot_route("/v1/calls/{call_id:path}", "DELETE", release),
+    ]
+    document(app, [
+        doc_route("/v1/calls", "POST", _acquire_signature, described_by=acquire,
+                  tags=["calls"], openapi_extra=SECURED, response_model=DecisionOut,
+                  responses=route_errors("POST", "/v1/calls")),
+        doc_route("/v1/calls/{call_id:path}", "DELETE", _release_signature,
+                  described_by=release, tags=["calls"], openapi_extra=SECURED,
+                  response_model=ReleaseOut,
+                  responses=route_errors("DELETE", "/v1/calls/{call_id}")),
+    ])
+    document_bearer(app)
 
     @app.get("/v1/usage", tags=["state"], openapi_extra=SECURED,
              responses=route_errors("GET", "/v1/usage"))
@@ -377,11 +417,16 @@ def create_app(
                            responses={**EVERY_ROUTE_ERRORS, **WEBHOOK_ERRORS})
     for warning in app_warnings(gate.stack, insecure_webhooks):
         log.warning("%s", warning)
-    # Each request is matched against the routes in order: try the hot ones before the
-    # docs' four (no path of one can match another's, so only the order of the OpenAPI
-    # document's paths changes).
-    app.router.routes.sort(key=lambda route: not isinstance(route, InlineRoute))
     return app
+
+
+# What the hot routes read by hand, as FastAPI signatures: the OpenAPI's view of them.
+def _acquire_signature(body: CallRequest) -> DecisionOut:
+    raise NotImplementedError  # documentation only, never served
+
+
+def _release_signature(call_id: str, account: str | None = None) -> ReleaseOut:
+    raise NotImplementedError  # documentation only, never served
 
 
 def _require_admin(principal: Principal, action: str) -> None:

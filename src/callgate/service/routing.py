@@ -1,106 +1,136 @@
-"""The fast lane for the two hottest routes (acquire and release) of the HTTP API.
+"""The two hottest routes (acquire and release) as plain Starlette routes, on public APIs.
 
-FastAPI resolves every endpoint's parameters with its dependency solver; for a call
-decision on a memory store that costs more than the decision itself. The routes here
-serve their plain requests directly and hand everything else, byte for byte, to
-FastAPI's own handler, so validation errors, OpenAPI and docs stay FastAPI's. This leans
-on FastAPI internals (``APIRoute.dependant``, ``body_field``, the telemetry and body-limit
-hooks); tests/service/test_inline.py pins the behaviour so an upgrade that breaks it fails
-loudly. Measured: ``bench/run.py --only http`` went from 0.33-0.61x to 0.64-0.79x of a bare
-Starlette app with the same routes.
+FastAPI resolves every endpoint's parameters with its dependency solver, and for a call
+decision on a memory store that costs more than the decision itself. So ``POST /v1/calls``
+and ``DELETE /v1/calls/{call_id}`` are Starlette :class:`~starlette.routing.Route`\\ s:
+the endpoint takes the :class:`Request`, reads the body with :func:`call_request` (one
+pydantic ``TypeAdapter`` of :class:`CallRequest`, the model ``/docs`` shows) and returns a
+JSON response. Everything else in the API stays FastAPI.
+
+A body is refused exactly as FastAPI refuses one, by raising what FastAPI raises (its
+public :class:`RequestValidationError`, Starlette's :class:`HTTPException`), so the app's
+one handler of each shapes the answer: the 422 bodies are the same bytes whichever route
+refused (``tests/service/test_hot_routes.py`` compares them with a FastAPI route's).
+
+Starlette routes are not in FastAPI's OpenAPI: :func:`document` adds their operations from
+documentation-only :class:`APIRoute`\\ s, built from a signature that names the body model,
+the parameters and the response model, and never mounted. Only public names are used
+here (no ``_``-prefixed attribute, no ``dependant``), so the service imports and behaves
+the same at every FastAPI version from the declared floor up.
 """
 
 from __future__ import annotations
 
+import email.message
+import inspect
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from functools import lru_cache
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from fastapi.telemetry import get_telemetry_data
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
-from starlette.types import Message, Receive, Scope, Send
+from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+from callgate.service.schemas import CallRequest
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 
-def inline_route(app: FastAPI, method: str, path: str, **options: Any
-            ) -> Callable[[Endpoint], Endpoint]:
-    """``@app.post``/``@app.delete`` for a hot route: registers an :class:`InlineRoute`."""
-    def register(endpoint: Endpoint) -> Endpoint:
-        app.router.add_api_route(path, endpoint, methods=[method],
-                                 route_class_override=InlineRoute, **options)
-        return endpoint
-
-    return register
+# The adapter FastAPI would build for a ``body: CallRequest`` parameter, built once.
+CALL_REQUEST: TypeAdapter[CallRequest] = TypeAdapter(CallRequest)
+UNREADABLE = "There was an error parsing the body"  # FastAPI's words; the app's handler rewords
 
 
-class InlineRoute(APIRoute):
-    """A route that serves its plain requests without FastAPI's per-request machinery.
+async def call_request(request: Request) -> CallRequest:
+    """The request's body as a :class:`CallRequest`, or FastAPI's very refusal.
 
-    FastAPI resolves an endpoint's parameters with its dependency solver, which costs
-    more than the gate's decision does. This route serves the plain case itself: no
-    query string, and (when the endpoint takes a body) a JSON object that the body model
-    accepts, validated by the same field FastAPI would use. Anything else (a query
-    string, another content type, a chunked body, broken JSON, an invalid body, active
-    telemetry, a body size limit) goes to FastAPI's own handler, the body replayed, so
-    every such answer, 422s included, is FastAPI's. The OpenAPI is built from the
-    endpoint's signature like any route's.
-
-    The endpoint may take ``str`` path parameters, query parameters that default to
-    None, at most one body model and the :class:`Request`; it returns a Response.
+    As FastAPI reads a body: no body is a ``missing`` error; a body is parsed as JSON only
+    when its content type is ``application/json`` or ``application/*+json`` (otherwise the
+    raw bytes are validated, and refused); broken JSON is a ``json_invalid`` error at its
+    position; a body that cannot be decoded at all is a 400. Errors are located under
+    ``body`` and raised as :class:`RequestValidationError` (answered 422 by the app).
     """
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise HTTPException(400, UNREADABLE) from None
+    if not raw:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",),
+                                       "msg": "Field required", "input": None}])
+    document: Any = raw
+    if _is_json(request.headers.get("content-type")):
+        try:
+            document = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise RequestValidationError([{
+                "type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+                "input": {}, "ctx": {"error": exc.msg}}]) from None
+        except (ValueError, RecursionError):  # not UTF-8, or nested past Python's stack
+            raise HTTPException(400, UNREADABLE) from None
+    try:
+        return CALL_REQUEST.validate_python(document, from_attributes=True)
+    except ValidationError as exc:
+        raise RequestValidationError([
+            {**error, "loc": ("body", *error["loc"])}
+            for error in exc.errors(include_url=False)]) from None
 
-    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        super().__init__(path, endpoint, **options)
-        dependant = self.dependant
-        plain = (
-            dependant.request_param_name is not None
-            and not (dependant.dependencies or dependant.header_params
-                     or dependant.cookie_params or self._embed_body_fields
-                     or self.max_body_size is not None or len(dependant.body_params) > 1)
-            and all(p.field_info.annotation is str for p in dependant.path_params)
-            and all(q.default is None for q in dependant.query_params)
-        )
-        if not plain:
-            raise TypeError(f"{path}: an InlineRoute endpoint takes str path parameters, "
-                            "query parameters defaulting to None, at most one body model "
-                            "and the Request")
-        self._full = self.app  # FastAPI's handler, for everything but the plain case
-        self._call = endpoint
-        self._request_name: str = dependant.request_param_name or ""
-        self._path_names = [p.alias for p in dependant.path_params]
-        self._defaults = {q.name: None for q in dependant.query_params}
-        self._body = (dependant.body_params[0].name, self.body_field) if self.body_field else None
-        self.app = self._serve
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["query_string"] or MAX_BODY_SIZE_SCOPE_KEY in scope
-                or get_telemetry_data() is not None):
-            await self._full(scope, receive, send)
-            return
-        path_params = scope["path_params"]
-        values: dict[str, Any] = {name: path_params[name] for name in self._path_names}
-        values.update(self._defaults)
-        if self._body is not None:
-            message = await receive()
-            receive = _replay(message, receive)
-            name, field = self._body
-            document = _json_body(scope, message)
-            errors: list[Any] = []
-            if document is not _NOT_JSON:
-                values[name], errors = field.validate(document, loc=("body",))
-            if document is _NOT_JSON or errors:
-                await self._full(scope, receive, send)
-                return
-        values[self._request_name] = Request(scope, receive, send)
-        response = await self._call(**values)
-        if not isinstance(response, Response):
-            raise TypeError(f"{self.path}: an InlineRoute endpoint returns a Response, "
-                            f"not {type(response).__name__}")
-        await response(scope, receive, send)
+@lru_cache(maxsize=64)
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI's test of a JSON body: ``application/json`` or ``application/*+json``."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+def hot_route(path: str, method: str, endpoint: Endpoint) -> Route:
+    """A Starlette route serving ``method path`` with ``endpoint(request) -> Response``."""
+    return Route(path, endpoint, methods=[method], include_in_schema=False)
+
+
+def doc_route(path: str, method: str, signature: Callable[..., Any], *,
+              described_by: Endpoint, **options: Any) -> APIRoute:
+    """An operation for the OpenAPI only: ``signature`` stands for the hot route's inputs.
+
+    ``signature`` declares what the endpoint ``described_by`` reads by hand (its body model,
+    path and query parameters) and its return annotation the response model; the name,
+    summary and description are the served endpoint's own, so the document reads as if
+    FastAPI served the route. The route is never mounted: it cannot serve a request.
+    """
+    return APIRoute(path, signature, methods=[method], name=described_by.__name__,
+                    description=inspect.cleandoc(described_by.__doc__ or ""), **options)
+
+
+def document(app: FastAPI, operations: Sequence[APIRoute]) -> None:
+    """Build ``app``'s OpenAPI from its FastAPI routes and ``operations``, in that document.
+
+    Sets ``app.openapi`` (FastAPI's documented way to shape the document) to
+    ``fastapi.openapi.utils.get_openapi`` over ``operations`` first, then the app's routes;
+    the result is cached on ``app.openapi_schema`` as FastAPI caches its own.
+    """
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(
+                title=app.title, version=app.version, openapi_version=app.openapi_version,
+                summary=app.summary, description=app.description,
+                terms_of_service=app.terms_of_service, contact=app.contact,
+                license_info=app.license_info, routes=[*operations, *app.routes],
+                webhooks=app.webhooks.routes, tags=app.openapi_tags, servers=app.servers,
+                separate_input_output_schemas=app.separate_input_output_schemas)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way
 
 
 class HotJSONResponse(JSONResponse):
@@ -112,29 +142,3 @@ class HotJSONResponse(JSONResponse):
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None,
                             separators=(",", ":"))
-_NOT_JSON = object()
-_JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
-
-
-def _json_body(scope: Scope, message: Message) -> Any:
-    """The request's JSON when ``message`` holds all of it and says it is JSON, else _NOT_JSON."""
-    if message["type"] != "http.request" or message.get("more_body", False):
-        return _NOT_JSON
-    content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
-    body = message.get("body", b"")
-    if not body or content_type.lower() not in _JSON_TYPES:
-        return _NOT_JSON
-    try:
-        return json.loads(body.decode())  # what is not UTF-8 is FastAPI's to refuse
-    except (ValueError, RecursionError):  # FastAPI's handler will say what is wrong
-        return _NOT_JSON
-
-
-def _replay(message: Message, receive: Receive) -> Receive:
-    """``receive`` with ``message`` (already taken from it) handed out again first."""
-    pending = [message]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
