@@ -21,7 +21,13 @@ from callgate.errors import StoreError
 from callgate.gate import Gate
 from callgate.model import Call, Outcome, Reason
 from callgate.stores import open_store
-from callgate.stores.redis import RedisStore, check_sharing, parse_url, script_sources
+from callgate.stores.redis import (
+    RedisStore,
+    check_sharing,
+    library_source,
+    parse_url,
+    script_sources,
+)
 from callgate.testing import FakeClock
 
 
@@ -110,14 +116,16 @@ def test_every_key_carries_the_stacks_hash_tag(store_url: str) -> None:
     assert len(keys) > 8 and all(k.startswith(f"{{{prefix}}}:") for k in keys)
 
 
-def test_one_script_per_primitive_each_with_the_shared_prelude() -> None:
-    """Each primitive is one script that Redis sees whole: the common prelude, then its own."""
+def test_redis_runs_two_small_generic_scripts_and_never_reads_its_clock() -> None:
+    """Redis runs a generic guarded apply and a renew, one function library, no algorithm."""
     sources = script_sources()
-    assert set(sources) == {"acquire", "renew", "release", "tombstone", "cooldown",
-                            "clear_disabled", "expire", "usage", "configure"}
-    prelude = sources["expire"].split("\n-- expire:")[0]
-    assert all(text.startswith(prelude) for name, text in sources.items() if name != "configure")
+    assert set(sources) == {"apply", "renew"}
+    name, library = library_source()
+    assert library.startswith(f"#!lua name={name}\n")
+    assert all(f"register_function('{name}_{script}', {script})" in library
+               for script in sources)
     assert '"TIME"' not in "".join(sources.values())  # the gate's clock only, never Redis's
+    assert sum(text.count("\n") for text in sources.values()) < 150
 
 
 def test_scripts_are_reloaded_after_script_flush(store_url: str) -> None:
@@ -127,6 +135,18 @@ def test_scripts_are_reloaded_after_script_flush(store_url: str) -> None:
     raw(store_url).script_flush()
     assert gate.acquire(Call("c2", "inbound", N1)).outcome is Outcome.ADMITTED
     assert in_use(gate, "number", N1) == 2
+
+
+def test_functions_are_reloaded_after_function_flush(store_url: str) -> None:
+    """After FUNCTION FLUSH (a restart without persistence) the library is loaded again."""
+    gate = gate_on(store_url)
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    assert gate.renew("c1").status.value == "renewed"
+    raw(store_url).function_flush()
+    assert gate.acquire(Call("c2", "inbound", N1)).outcome is Outcome.ADMITTED
+    assert gate.renew("c1").status.value == "renewed"
+    assert in_use(gate, "number", N1) == 2
+    assert raw(store_url).function_list(library="callgate_*")
 
 
 def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:
@@ -145,8 +165,8 @@ def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: s
     assert wider.acquire(Call("o2", "outbound", N1)).outcome is Outcome.ADMITTED  # 3 of 3
 
 
-def test_times_round_trip_exactly_through_lua(store_url: str) -> None:
-    """Epoch times that need 17 digits come back bit-exact (no float rounding in the scripts)."""
+def test_times_round_trip_exactly_through_redis(store_url: str) -> None:
+    """Epoch times that need 17 digits come back bit-exact (records, scores, the renew script)."""
     clock = FakeClock(1_800_000_000.123456789)
     gate = gate_on(store_url, clock=clock)
     clock.advance(0.1)
