@@ -240,9 +240,10 @@ class _Scripts:
         try:
             self._client.function_load(self._text, replace=True)
         except ResponseError as exc:
-            if "unknown command" not in str(exc).lower():
+            text = str(exc).lower()
+            if "unknown command" not in text and "noperm" not in text:
                 raise
-            self._functions = False  # Redis 6 or older: EVALSHA
+            self._functions = False  # Redis 6 or older, or an ACL without FUNCTION: EVALSHA
         self._loaded = True
 
     def __call__(self, name: str, keys: list[str], args: Sequence[str | bytes]) -> Any:

@@ -34,6 +34,7 @@ import itertools
 import json
 import math
 import os
+import random
 from bisect import insort
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -54,6 +55,7 @@ from callgate.stores.base import (
 # steps reach Redis, so a step may land after one whose clock was later; it still finds
 # every event it must count while the gates' clocks disagree by less than this.
 PRUNE_MARGIN_S = 2.0
+PRUNE_EVERY = 16
 _LIVE = ("leased", "queued")
 _GONE = ("rejected", "ended")
 _MEMBER = f"{os.getpid()}-{os.urandom(4).hex()}-"  # window members: unique per process
@@ -558,7 +560,11 @@ class Snapshot:
             if spec is None:
                 continue
             limit, period = spec
-            op("ZREMRANGEBYSCORE", zkey, "-inf", fmt(now - period - PRUNE_MARGIN_S))
+            # Events older than the window are never counted (every count is a ZCOUNT
+            # from now - period), so pruning them only bounds memory: about one step in
+            # PRUNE_EVERY does it, leaving a few dozen old events at most.
+            if random.random() < 1 / PRUNE_EVERY:
+                op("ZREMRANGEBYSCORE", zkey, "-inf", fmt(now - period - PRUNE_MARGIN_S))
             # Guarded unless the kernel itself went past the limit (shadow mode).
             if self._windows.get(wkey, 0) + added <= limit:
                 windows += [zkey, "(" + fmt(now - period), str(added), str(limit)]
