@@ -12,7 +12,7 @@ then turns those changes into one call of the generic guarded-apply script
   A window raised gets the same guard on its count. A layer the kernel itself took past
   its cap (shadow mode) is not guarded: shadow mode admits whatever the count.
 - a *version* guard per record the step read and changed (the exact bytes it read, or
-  absent), and on the queues' version counter ``qv`` when the step read or changed a queue.
+  absent), and on the queues' version counter ``qv`` when the step changed a queue.
 
 A failed guard writes nothing; the store reads again and decides again (see
 ``RedisStore._step``). Records are MessagePack maps with short names (below); the renew
@@ -246,7 +246,6 @@ class Snapshot:
         self._purged: list[str] = []
         self._qs: set[str] = set()
         self._queues: dict[str, list[Record]] = {}
-        self._queues_read = False
         self._queue_changed: set[str] = set()
         self._qv = 0
         self._seq = 0
@@ -323,7 +322,6 @@ class Snapshot:
         if int(replies[at] or 0) != self._qv:
             raise StaleRead
         self._set_cool(replies[at + 1])
-        self._queues_read = True
         wanted = [i for ids in members.values() for i in ids if i not in self._orig]
         if wanted:
             texts = self._client.mget([self.key("r:" + i) for i in wanted])
@@ -573,10 +571,13 @@ class Snapshot:
         guards += [k("lock"), lock]
         if lock:
             op("DEL", k("lock"))
-        if self._queue_changed or self._queues_read:
+        # Only a step that changes a queue guards the queues' version. One that only read
+        # them (a heartbeat or an admission while calls wait) is ordered before any
+        # concurrent queue change: it only took room (value-guarded) or moved its own
+        # record (version-guarded), so a caller queued meanwhile is still blocked after it.
+        if self._queue_changed:
             guards += [k("qv"), str(self._qv) if self._qv else ""]
-            if self._queue_changed:
-                op("SET", k("qv"), str(self._qv + max(1, self._seq)))
+            op("SET", k("qv"), str(self._qv + max(1, self._seq)))
         counters: list[str | bytes] = []
         caps = self.limits.caps
         for key, delta in deltas.items():
