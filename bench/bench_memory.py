@@ -1,5 +1,9 @@
 """Memory: what 100,000 active leases cost, in RAM (memory store) and on disk (SQLite).
 
+Then every call is released, and the same figure is taken again: what the ended calls
+cost while they are remembered (``ended_ttl``; a late webhook for an ended id replays
+``call_ended`` instead of admitting the call again).
+
 Each store is filled in a fresh subprocess (``python -m bench.bench_memory KIND N``):
 the gate is built and warmed up first, then N inbound calls are admitted and held, and
 the figure is the growth of the process's RSS (``/proc/self/status`` VmRSS) or the
@@ -65,10 +69,23 @@ def fill(kind: str, leases: int, directory: Path) -> dict[str, float]:
         raise RuntimeError(f"the store holds {held} leases, expected {leases}")
     gc.collect()
     after = rss_bytes()
-    store.close()
+    if kind == "sqlite":  # the file as it is left on close; reopened, leases and all
+        store.close()
+        store = SqliteStore(path, Gate.limits_for(stack))
+        gate = Gate(stack, store, clock)
     disk = sum(p.stat().st_size for p in directory.glob("leases.db*"))
+    # Then every call ends: each is remembered (answers call_ended) for ended_ttl.
+    for index in range(leases):
+        clock.advance(STEP_S / 10)
+        if not gate.release(f"lease-{index}").released:
+            raise RuntimeError(f"call {index} was not released")
+    gc.collect()
+    ended = rss_bytes()
+    store.close()
+    ended_disk = sum(p.stat().st_size for p in directory.glob("leases.db*"))
     return {"rss_delta": after - before, "rss_after": after, "seconds": seconds,
-            "file_bytes": disk}
+            "file_bytes": disk, "ended_rss_delta": ended - before,
+            "ended_file_bytes": ended_disk}
 
 
 def _child(kind: str, leases: int, timeout_s: float) -> dict[str, float]:
@@ -92,10 +109,14 @@ def bench_memory(budget: Budget, progress: Progress) -> list[Result]:
               f"{FULL_LEASES:,}") if scale != 1 else f"{FULL_LEASES:,} leases measured"
     ram = _child("memory", leases, timeout_s=300)
     progress(f"memory store: {ram['rss_delta'] / MB:.1f} MB RSS for {leases:,} leases "
-             f"({leases / ram['seconds']:,.0f} admits/s)")
+             f"({leases / ram['seconds']:,.0f} admits/s); {ram['rss_delta'] / leases:,.0f} "
+             f"bytes per held lease, {ram['ended_rss_delta'] / leases:,.0f} per ended call "
+             "remembered")
     disk = _child("sqlite", leases, timeout_s=600)
     progress(f"sqlite store: {disk['file_bytes'] / MB:.1f} MB on disk for {leases:,} leases "
-             f"({leases / disk['seconds']:,.0f} admits/s)")
+             f"({leases / disk['seconds']:,.0f} admits/s); {disk['file_bytes'] / leases:,.0f} "
+             f"bytes per held lease, {disk['ended_file_bytes'] / leases:,.0f} per ended call "
+             "remembered")
     setup = ("example layers, caps raised, lease_ttl 30d, fake clock +10 ms per call, "
              "inbound calls over all 10 numbers; each checked admitted and held")
     return [

@@ -1,27 +1,29 @@
-"""The Redis store: decisions per second against raw EVALSHA and ``limits``, and its memory.
+"""The Redis store: what each operation costs Redis's one thread, and what 100,000 calls take.
 
-    .venv/bin/python bench/bench_redis.py            # full (~1 min on 2 cores)
-    .venv/bin/python bench/bench_redis.py --quick    # a smoke run, figures rougher
+    .venv/bin/python bench/bench_redis.py            # full: 100,000 leases (~2-3 min)
+    .venv/bin/python bench/bench_redis.py --quick    # a smoke run (10,000 leases)
     .venv/bin/python bench/bench_redis.py --url redis://127.0.0.1:6379/0   # an existing server
 
 Without ``--url`` it starts its own ``redis-server`` on a free port of 127.0.0.1 (no
-persistence) and stops it at the end. Every figure is a ratio to a baseline timed in
-the same run, in interleaved rounds (see :mod:`bench.common`):
+persistence) and stops it at the end. Redis runs every decision of every gate of a hash
+tag on one thread, so what matters is the time an operation takes *there*:
 
-1. **admit+release** (``gate.acquire`` of an inbound call on ``examples/stack.toml``,
-   admitted, then ``gate.release``: two decisions, two EVALSHA round trips) against the
-   same count of raw redis-py EVALSHA calls of scripts of the same size: callgate's own
-   acquire and release scripts, called with ready-made arguments and their replies
-   left undecoded. The ratio is what the gate and store add in Python on top of the
-   round trips they cannot avoid. Target >= 0.8x. For scale, a note gives the rate of
-   two EVALSHA of scripts padded to the same size that do only the writes (+1 on each
-   scope, a window event, the record; then -1 and delete) without any of the policy.
-2. the same admit+release against ``limits`` (``RedisStorage`` on the same server,
-   ``MovingWindowRateLimiter``): one ``hit()`` per scope, as separate calls. ``limits``
-   is not atomic across layers (a call can take a trunk slot and then be refused by the
-   number) and has no leases, so it does nothing on release. Target: callgate >= 2x.
-3. Redis ``used_memory`` growth with 100,000 active leases held through the gate on the
-   example's layers (caps raised), against a 64 MB target.
+**An operation's Redis time** is the sum of ``usec_per_call x calls`` (``INFO
+commandstats``) over every command the operation sends: its reads, its guarded apply,
+guard retries, counted by name from ``MONITOR`` (commands a script runs are inside the
+script's own time and are not counted again). It is measured for an admission, a
+release and a renew of a gate on ``examples/stack.toml`` (caps raised, 9 scopes per
+call) with 1,000 leases held, and compared with the **reference**: a minimal atomic
+script run on the same server in the same run, taking 5 caps (HMGET, check, HINCRBY
+each) and a sliding window (ZREMRANGEBYSCORE, ZCARD, ZADD). Targets: acquire <= 1.5x,
+release <= 1.5x, renew <= 0.5x the reference.
+
+It also prints the gate side (the gate process's own CPU per decision, from
+``time.process_time``), then holds 100,000 leases for real, measures the three
+operations again there, and computes the share of one core that 555 admissions + 555
+releases + 10,000 renews per second take: the design's scale (100,000 concurrent calls,
+3-minute handle time, lease TTL 30 s renewed every 10 s). Target: under half a core.
+Last, Redis ``used_memory`` per held lease and per remembered (ended) call.
 """
 
 from __future__ import annotations
@@ -31,125 +33,45 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 # bench/ runs as a script: put the checkout on the path so `bench.*` imports.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
 
-from bench.bench_gate import BenchError, GateSide, claim_scopes
-from bench.common import Budget, Result, compare, machine
-from bench.stacks import example_stack, roomy_stack, trunk_lines
-from callgate.clock import system_clock
+from bench.bench_gate import BenchError
+from bench.common import Budget, machine
+from bench.stacks import roomy_stack
 from callgate.config import Stack
 from callgate.gate import Gate
 from callgate.model import Call, Outcome
-from callgate.stores.redis import RedisStore, claim_json, script_sources
+from callgate.stores.redis import RedisStore
 from callgate.testing import FakeClock
 
 Progress = Callable[[str], None]
-MB = 1_000_000
-TARGET_MEMORY_MB = 64.0
 FULL_LEASES = 100_000
+ADMITS_PER_S, RELEASES_PER_S, RENEWS_PER_S = 555, 555, 10_000
 
-RAW_ADMIT = """
--- The writes of an admission without the policy: +1 per scope, a window event, a record.
-for i = 3, #ARGV do redis.call("HINCRBY", KEYS[1], ARGV[i], 1) end
-redis.call("ZADD", KEYS[2], ARGV[1], ARGV[1])
-redis.call("SET", KEYS[3], ARGV[2])
-return {"admitted", 0, 0, ARGV[2], {}}
+REFERENCE = """
+-- 5 caps and a sliding window, atomically: the least an admission can cost Redis.
+-- KEYS: counters hash, window zset; ARGV: now, period, limit, member, then 5 x (field, cap)
+local counts = redis.call("HMGET", KEYS[1], ARGV[5], ARGV[7], ARGV[9], ARGV[11], ARGV[13])
+for i = 1, 5 do
+  if tonumber(counts[i] or "0") + 1 > tonumber(ARGV[4 + 2 * i]) then return 0 end
+end
+redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call("ZCARD", KEYS[2]) + 1 > tonumber(ARGV[3]) then return 0 end
+for i = 1, 5 do redis.call("HINCRBY", KEYS[1], ARGV[3 + 2 * i], 1) end
+redis.call("ZADD", KEYS[2], ARGV[1], ARGV[4])
+return 1
 """
-RAW_RELEASE = """
--- The writes of a release without the policy: -1 per scope, the record deleted.
-local text = redis.call("GET", KEYS[3])
-for i = 3, #ARGV do redis.call("HINCRBY", KEYS[1], ARGV[i], -1) end
-redis.call("DEL", KEYS[3])
-return {1, 0}
-"""
-
-
-def padded(text: str, size: int) -> str:
-    """``text`` with a trailing comment so that it is ``size`` bytes long (when shorter)."""
-    missing = size - len(text.encode()) - 4
-    return text + ("\n-- " + "x" * missing if missing > 0 else "")
-
-
-class SameScripts:
-    """callgate's acquire and release scripts through raw redis-py: arguments made in advance."""
-
-    def __init__(self, url: str, stack: Stack, lines: list[str], step_s: float) -> None:
-        self.client = redis.Redis.from_url(url)
-        store = RedisStore.from_url(f"{url}?prefix=bench-same", Gate.limits_for(stack))
-        gate = Gate(stack, store, FakeClock())
-        tag, digest = "{bench-same}:", store.digest("{bench-same}:")
-        sources = script_sources()
-        self.acquire = self.client.script_load(sources["acquire"])
-        self.release = self.client.script_load(sources["release"])
-        self.head = [f"{tag}limits", tag, digest]
-        probes = [gate.claim_for(Call("@ID@", "inbound", line)) for line in lines]
-        self.claims = [claim_json(claim).split("@ID@") for claim in probes]
-        self.account = [claim.account for claim in probes]
-        self.clock = FakeClock()
-        self.step_s = step_s
-        self.count = 0
-        store.close()
-
-    def run(self, n: int) -> None:
-        evalsha, head, claims, accounts = self.client.evalsha, self.head, self.claims, self.account
-        for _ in range(n):
-            self.count += 1
-            index = self.count % len(claims)
-            call_id = f"same-{self.count}"
-            now = repr(self.clock.advance(self.step_s))
-            reply = evalsha(self.acquire, 1, *head, now, call_id.join(claims[index]))
-            if reply[0] != b"admitted":
-                raise BenchError(f"the raw acquire was refused: {reply[:3]}")
-            evalsha(self.release, 1, *head, now, call_id, accounts[index])
-
-
-class RawSide:
-    """Two EVALSHA round trips per iteration, carrying the same claim, without the policy."""
-
-    def __init__(self, client: redis.Redis, gate: Gate, lines: list[str]) -> None:
-        size = len(script_sources()["acquire"].encode())
-        self.admit = client.register_script(padded(RAW_ADMIT, size))
-        self.release = client.register_script(padded(RAW_RELEASE, size))
-        self.claims = [gate.claim_for(Call("raw", "inbound", line)) for line in lines]
-        self.keys = ["{raw}:used", "{raw}:window", "{raw}:record"]
-        self.count = 0
-
-    def run(self, n: int) -> None:
-        admit, release, claims, keys = self.admit, self.release, self.claims, self.keys
-        for _ in range(n):
-            self.count += 1
-            claim = claims[self.count % len(claims)]
-            scopes = claim_scopes(claim)
-            admit(keys=keys, args=[self.count, claim_json(claim), *scopes])
-            release(keys=keys, args=[self.count, "", *scopes])
-
-
-class LimitsSide:
-    """``limits`` on Redis: one moving-window ``hit()`` per scope (caps as cap per second)."""
-
-    def __init__(self, url: str, items: list[list[tuple[RateLimitItem, str]]]) -> None:
-        self.limiter = MovingWindowRateLimiter(RedisStorage(url))
-        self.items = items
-        self.count = 0
-
-    def run(self, n: int) -> None:
-        hit, items = self.limiter.hit, self.items
-        for _ in range(n):
-            self.count += 1
-            for item, scope in items[self.count % len(items)]:
-                if not hit(item, scope):
-                    raise BenchError(f"limits refused a benchmark hit on {scope}")
 
 
 @contextmanager
@@ -200,131 +122,237 @@ def drop(client: redis.Redis, pattern: str) -> None:
         client.unlink(*batch)
 
 
-def server_time_us(client: redis.Redis, side: GateSide, iterations: int) -> float:
-    """Redis's own time per callgate decision (EVALSHA), from ``INFO commandstats``."""
+class CommandCounter:
+    """Top-level commands sent to Redis, by name, seen through MONITOR (scripts' own excluded)."""
 
-    def totals() -> tuple[int, int]:
-        stats = client.info("commandstats").get("cmdstat_evalsha", {})
-        return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self.counts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    calls, usec = totals()
-    side.run(iterations)
-    calls_after, usec_after = totals()
-    return (usec_after - usec) / max(1, calls_after - calls)
+    def _watch(self) -> None:
+        with self._client.monitor() as monitor:
+            self._ready.set()
+            while True:
+                command = monitor.next_command()
+                if command["command"].startswith("ECHO bench-monitor-stop"):
+                    return
+                if command.get("client_type") != "lua":
+                    self.counts[command["command"].split(" ", 1)[0].lower()] += 1
 
+    def __enter__(self) -> CommandCounter:
+        self._thread.start()
+        self._ready.wait(10)
+        time.sleep(0.2)  # MONITOR is registered once the server has answered it
+        return self
 
-def _limits_items(gate: Gate, lines: list[str]) -> list[list[tuple[RateLimitItem, str]]]:
-    limits = Gate.limits_for(gate.stack)
-    rows = []
-    for line in lines:
-        row: list[tuple[RateLimitItem, str]] = []
-        for scope in claim_scopes(gate.claim_for(Call("probe", "inbound", line))):
-            # limits runs on the wall clock: give every scope room so no hit is refused.
-            amount = limits.caps.get(scope) or limits.windows[scope][0]
-            row.append((RateLimitItemPerSecond(max(amount, 10**6)), f"limits:{scope}"))
-        rows.append(row)
-    return rows
-
-
-def bench_speed(url: str, budget: Budget, progress: Progress) -> list[Result]:
-    stack = example_stack()
-    lines, step = trunk_lines(stack)
-    store = RedisStore.from_url(f"{url}?prefix=bench-speed", Gate.limits_for(stack))
-    side = GateSide(stack, store, lines, step)
-    client = redis.Redis.from_url(url)
-    same = SameScripts(url, stack, lines, step)
-    raw = RawSide(client, side.gate, lines)
-    lim = LimitsSide(url, _limits_items(side.gate, lines))
-    try:
-        rates = compare([("callgate", side), ("same", same), ("raw", raw), ("limits", lim)],
-                        budget.rounds, budget.round_s, progress)
-        per_decision_us = server_time_us(client, side, 1000 if budget.quick else 4000)
-    finally:
-        for pattern in ("{bench-speed}:*", "{bench-same}:*", "{raw}:*", "LIMITS:*"):
-            drop(client, pattern)
-        store.close()
-        client.close()
-        same.client.close()
-    best = {name: max(r) for name, r in rates.items()}
-    scopes = len(claim_scopes(side.gate.claim_for(Call("probe", "inbound", lines[0]))))
-    setup = (f"examples/stack.toml unchanged on one Redis (local, no persistence); inbound "
-             f"calls over {len(lines)} lines, fake clock +{step:g} s per call; {scopes} "
-             "scopes per call; every call checked admitted")
-    rounds = f"best of {budget.rounds} interleaved rounds of {budget.round_s:g} s"
-    return [
-        Result("redis store admit+release", "ops/s", best["callgate"], best["same"],
-               "2 raw EVALSHA, same scripts", 0.8,
-               notes=[setup, rounds, "raw: redis-py evalsha() of callgate's acquire and "
-                      "release scripts with arguments made in advance, replies not decoded",
-                      f"for scale: two EVALSHA of scripts padded to the same size doing only "
-                      f"the writes (HINCRBY +1 per scope, ZADD, SET; then -1 and DEL): "
-                      f"{best['raw']:,.0f}/s; callgate's policy in Lua costs the difference",
-                      f"one slot: Redis spends {per_decision_us:.0f} us of its one thread per "
-                      f"decision (INFO commandstats), so one hash tag carries about "
-                      f"{1e6 / per_decision_us:,.0f} decisions/s"],
-               rounds={"callgate": rates["callgate"], "same": rates["same"]}),
-        Result("redis store admit+release", "ops/s", best["callgate"], best["limits"],
-               "limits (moving window, Redis)", 2.0,
-               notes=[f"limits: RedisStorage on the same server, MovingWindowRateLimiter, "
-                      f"one hit() per scope ({scopes} calls per admission), wall clock with "
-                      "room to spare; limits is NOT atomic across layers and has no leases: "
-                      "it does the admit hits only, nothing on release"],
-               rounds={"callgate": rates["callgate"], "limits": rates["limits"]}),
-    ]
+    def __exit__(self, *exc: object) -> None:
+        self._client.echo("bench-monitor-stop")
+        self._thread.join(30)
+        self._client.close()
 
 
-def bench_leases(url: str, budget: Budget, progress: Progress) -> list[Result]:
+def redis_time_us(url: str, client: redis.Redis, run: Callable[[], None], n: int,
+                  breakdown: dict[str, float] | None = None) -> float:
+    """Redis's time per operation: sum of usec_per_call x top-level calls per operation.
+
+    The calls per operation are counted in a first pass under MONITOR (which slows the
+    server down: it is not timed); usec_per_call comes from a second pass of ``n`` runs
+    without it. Both passes run the same operation on the same state.
+    """
+    counted = max(50, n // 10)
+    with CommandCounter(url) as counter:
+        for _ in range(counted):
+            run()
+    client.config_resetstat()
+    for _ in range(n):
+        run()
+    stats = client.info("commandstats")
+    total = 0.0
+    for name, calls in counter.counts.items():
+        if name in ("config", "echo", "monitor", "info", "hello", "client", "select", "ping"):
+            continue
+        stat = stats.get(f"cmdstat_{name}")
+        if stat is None:
+            raise BenchError(f"no commandstats for {name}")
+        share = float(stat["usec_per_call"]) * calls / counted
+        if breakdown is not None:
+            breakdown[f"{name} x{calls / counted:.2f}"] = share
+        total += share
+    return total
+
+
+@dataclass
+class OpTimes:
+    acquire_us: float
+    release_us: float
+    renew_us: float
+    reference_us: float
+    gate_cpu_us: float
+    renew_cpu_us: float
+    conflicts: int
+
+
+class Bench:
+    """One gate on one Redis with a number of leases held, and the reference script."""
+
+    def __init__(self, url: str, stack: Stack, prefix: str) -> None:
+        self.url = url
+        self.stack = stack
+        self.client = redis.Redis.from_url(url)
+        self.store = RedisStore.from_url(f"{url}?prefix={prefix}", Gate.limits_for(stack))
+        self.clock = FakeClock()
+        self.gate = Gate(stack, self.store, self.clock)
+        self.lines = list(stack.numbers)
+        self.prefix = prefix
+        self.count = 0
+        self.held: list[str] = []
+        self.reference = self.client.register_script(REFERENCE)
+        self.ref_count = 0
+        self.parts: dict[str, dict[str, float]] = {}
+
+    def admit(self) -> str:
+        self.count += 1
+        call_id = f"b-{self.count:07d}"
+        self.clock.advance(0.0001)
+        line = self.lines[self.count % len(self.lines)]
+        decision = self.gate.acquire(Call(call_id, "inbound", line))
+        if decision.outcome is not Outcome.ADMITTED:
+            raise BenchError(f"the benchmark call was refused: {decision}")
+        return call_id
+
+    def fill(self, leases: int, progress: Progress) -> None:
+        while len(self.held) < leases:
+            self.held.append(self.admit())
+            if len(self.held) % 20_000 == 0:
+                progress(f"{len(self.held):,} leases held")
+
+    def run_reference(self) -> None:
+        self.ref_count += 1
+        keys = [f"{{ref-{self.prefix}}}:used", f"{{ref-{self.prefix}}}:window"]
+        args: list[str | int | float] = [self.clock.now, 1.0, 10**9, self.ref_count]
+        for i in range(5):
+            args += [f"scope-{i}", 10**9]
+        if self.reference(keys=keys, args=args) != 1:
+            raise BenchError("the reference script refused")
+
+    def measure(self, n: int) -> OpTimes:
+        """The three operations' Redis time, the reference's, the gate's CPU per decision."""
+        # Warm the reference's window to a steady size (events of the last second).
+        for _ in range(200):
+            self.run_reference()
+        parts: dict[str, dict[str, float]] = {op: {} for op in ("acquire", "renew", "release")}
+        reference = redis_time_us(self.url, self.client, self.run_reference, n)
+        conflicts = self.store.conflicts
+        admitted: list[str] = []
+        acquire = redis_time_us(self.url, self.client, lambda: admitted.append(self.admit()),
+                                n, parts["acquire"])
+        renewing = iter(list(admitted))
+
+        def renew() -> None:
+            if self.gate.renew(next(renewing)).status.value != "renewed":
+                raise BenchError("a benchmark lease was not renewed")
+
+        renew_us = redis_time_us(self.url, self.client, renew, n, parts["renew"])
+        releasing = iter(list(admitted))
+
+        def release() -> None:
+            if not self.gate.release(next(releasing)).released:
+                raise BenchError("a benchmark lease was not released")
+
+        release_us = redis_time_us(self.url, self.client, release, n, parts["release"])
+        # The gate's own CPU per decision (admit + release are two), without MONITOR.
+        cpu = time.process_time()
+        for _ in range(n):
+            self.gate.release(self.admit())
+        gate_cpu = (time.process_time() - cpu) / (2 * n) * 1e6
+        cpu = time.process_time()
+        for index in range(n):
+            self.gate.renew(self.held[index % len(self.held)])
+        renew_cpu = (time.process_time() - cpu) / n * 1e6
+        self.parts = parts
+        return OpTimes(acquire, release_us, renew_us, reference, gate_cpu, renew_cpu,
+                       self.store.conflicts - conflicts)
+
+    def used_memory(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def close(self) -> None:
+        drop(self.client, f"{{{self.prefix}}}:*")
+        drop(self.client, f"{{ref-{self.prefix}}}:*")
+        self.store.close()
+        self.client.close()
+
+
+def core_share(times: OpTimes) -> float:
+    """Share of one core for 555 admits + 555 releases + 10,000 renews per second."""
+    return (ADMITS_PER_S * times.acquire_us + RELEASES_PER_S * times.release_us
+            + RENEWS_PER_S * times.renew_us) / 1e6
+
+
+def report(label: str, t: OpTimes, parts: dict[str, dict[str, float]]) -> list[str]:
+    ratio = {name: value / t.reference_us for name, value in
+             (("acquire", t.acquire_us), ("release", t.release_us), ("renew", t.renew_us))}
+    target = {"acquire": 1.5, "release": 1.5, "renew": 0.5}
+    lines = [f"{label}: reference script {t.reference_us:.1f} us"]
+    for name, value in (("acquire", t.acquire_us), ("release", t.release_us),
+                        ("renew", t.renew_us)):
+        met = "met" if ratio[name] <= target[name] else "NOT MET"
+        lines.append(f"  {name}: {value:.1f} us of Redis -> {ratio[name]:.2f}x the reference "
+                     f"(target <= {target[name]}x): {met}")
+        lines.append("      " + ", ".join(f"{cmd} {us:.1f} us" for cmd, us in parts[name].items()))
+    lines.append(f"  gate side: {t.gate_cpu_us:.0f} us of the gate process's CPU per decision "
+                 f"(admit or release), {t.renew_cpu_us:.0f} us per renew")
+    lines.append(f"  guard conflicts while measuring: {t.conflicts}")
+    return lines
+
+
+def bench_redis(budget: Budget, progress: Progress, url: str | None = None) -> list[str]:
+    """Every Redis figure, as printable lines; starts a server unless ``url`` names one."""
     leases = budget.leases
-    stack = roomy_stack(cap=leases * 2, max_cps=10**9, lease_ttl="30d")
-    lines = list(stack.numbers)
-    store = RedisStore.from_url(f"{url}?prefix=bench-leases", Gate.limits_for(stack))
-    gate = Gate(stack, store, system_clock)
-    client = redis.Redis.from_url(url)
-    try:
-        gate.acquire(Call("warm-up", "inbound", lines[0]))
-        gate.release("warm-up")
-        before = int(client.info("memory")["used_memory"])
-        start = time.perf_counter()
-        for i in range(leases):
-            decision = gate.acquire(Call(f"lease-{i:06d}", "inbound", lines[i % len(lines)]))
-            if decision.outcome is not Outcome.ADMITTED:
-                raise BenchError(f"the lease benchmark was refused: {decision}")
-            if i and i % 20_000 == 0:
-                progress(f"{i:,} leases held")
-        fill_s = time.perf_counter() - start
-        grown = int(client.info("memory")["used_memory"]) - before
-        held = store.usage(system_clock()).leases
-        if held != leases:
-            raise BenchError(f"expected {leases} leases held, Redis has {held}")
-    finally:
-        drop(client, "{bench-leases}:*")
-        store.close()
-        client.close()
-    per_lease = grown / leases
-    figure = per_lease * FULL_LEASES / MB
-    notes = [f"{leases:,} leases held through the gate ({fill_s:.1f} s, "
-             f"{leases / fill_s:,.0f} admissions/s single client); {per_lease:,.0f} bytes "
-             "per lease (record, expiry index entry, its share of counters and windows)",
-             "example layers, caps raised; lease TTL 30 days so nothing expires"]
-    if leases != FULL_LEASES:
-        notes.append(f"scaled to {FULL_LEASES:,} leases from {leases:,}")
-    return [Result("redis used_memory, 100,000 leases", "MB", figure, TARGET_MEMORY_MB,
-                   "target", 1.0, higher_is_better=False, notes=notes)]
-
-
-def bench_redis(budget: Budget, progress: Progress, url: str | None = None) -> list[Result]:
-    """Every Redis figure; starts a server unless ``url`` names one."""
+    n = 500 if budget.quick else 2000
+    out: list[str] = []
     with redis_server(url) as where:
-        return bench_speed(where, budget, progress) + bench_leases(where, budget, progress)
-
-
-def _line(result: Result) -> str:
-    unit = result.unit
-    ratio = result.ratio
-    met = {True: "met", False: "NOT MET", None: "-"}[result.met]
-    return (f"{result.name}: callgate {result.callgate:,.1f} {unit} vs "
-            f"{result.baseline_name} {result.baseline:,.1f} {unit} -> ratio "
-            f"{ratio:.2f}x (target {result.target_text}): {met}")
+        stack = roomy_stack(cap=leases * 4, max_cps=10**9, lease_ttl="30d")
+        small = Bench(where, stack, "bench-1k")
+        try:
+            small.fill(1000, progress)
+            out += report("1,000 leases held", small.measure(n), small.parts)
+        finally:
+            small.close()
+        big = Bench(where, stack, "bench-100k")
+        try:
+            before = big.used_memory()
+            start = time.perf_counter()
+            big.fill(leases, progress)
+            fill_s = time.perf_counter() - start
+            per_lease = (big.used_memory() - before) / leases
+            times = big.measure(n)
+            out += report(f"{leases:,} leases held", times, big.parts)
+            share = core_share(times)
+            out.append(f"  555 admits + 555 releases + 10,000 renews per second: "
+                       f"{share:.2f} of one Redis core (target < 0.5): "
+                       f"{'met' if share < 0.5 else 'NOT MET'}")
+            gates = ((ADMITS_PER_S + RELEASES_PER_S) * times.gate_cpu_us
+                     + RENEWS_PER_S * times.renew_cpu_us) / 1e6
+            out.append(f"  the gates' side of that load: {gates:.2f} cores; one hash tag "
+                       f"(one Redis core) feeds about {gates / share:.0f} gate processes "
+                       "working flat out")
+            out.append(f"  filled at {leases / fill_s:,.0f} admissions/s (one gate, one "
+                       "thread, round trips included)")
+            out.append(f"  memory: {per_lease:,.0f} bytes of Redis used_memory per held lease")
+            ended = min(leases, 20_000)
+            before = big.used_memory()
+            for call_id in big.held[:ended]:
+                big.gate.release(call_id)
+            per_ended = (big.used_memory() - before) / ended
+            out.append(f"  memory: {per_lease + per_ended:,.0f} bytes per remembered (ended) "
+                       f"call ({per_ended:+,.0f} vs a held lease), kept for ended_ttl")
+        finally:
+            big.close()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,13 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     budget = Budget.smoke() if args.quick else Budget.full()
     info = machine()
+    client_version = redis.__version__
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['python']}, "
-          f"redis-py {redis.__version__}")
-    results = bench_redis(budget, lambda text: print(f"  {text}", flush=True), args.url)
-    for result in results:
-        print(_line(result))
-        for note in result.notes:
-            print(f"    {note}")
+          f"redis-py {client_version}")
+    for line in bench_redis(budget, lambda text: print(f"  {text}", flush=True), args.url):
+        print(line)
     return 0
 
 

@@ -7,6 +7,7 @@ The behavioural suite (tests/gate) runs on Redis and on a 3-master cluster throu
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 import redis
@@ -19,9 +20,17 @@ from callgate.clock import Clock
 from callgate.config import ConfigError
 from callgate.errors import StoreError
 from callgate.gate import Gate
-from callgate.model import Call, Outcome, Reason
+from callgate.model import Call, Decision, Outcome, Reason
 from callgate.stores import open_store
-from callgate.stores.redis import RedisStore, check_sharing, parse_url, script_sources
+from callgate.stores import redis as redis_store
+from callgate.stores.redis import (
+    RedisStore,
+    check_sharing,
+    library_source,
+    parse_url,
+    script_sources,
+)
+from callgate.stores.redis_step import Snapshot
 from callgate.testing import FakeClock
 
 
@@ -110,14 +119,16 @@ def test_every_key_carries_the_stacks_hash_tag(store_url: str) -> None:
     assert len(keys) > 8 and all(k.startswith(f"{{{prefix}}}:") for k in keys)
 
 
-def test_one_script_per_primitive_each_with_the_shared_prelude() -> None:
-    """Each primitive is one script that Redis sees whole: the common prelude, then its own."""
+def test_redis_runs_two_small_generic_scripts_and_never_reads_its_clock() -> None:
+    """Redis runs a generic guarded apply and a renew, one function library, no algorithm."""
     sources = script_sources()
-    assert set(sources) == {"acquire", "renew", "release", "tombstone", "cooldown",
-                            "clear_disabled", "expire", "usage", "configure"}
-    prelude = sources["expire"].split("\n-- expire:")[0]
-    assert all(text.startswith(prelude) for name, text in sources.items() if name != "configure")
+    assert set(sources) == {"apply", "renew"}
+    name, library = library_source()
+    assert library.startswith(f"#!lua name={name}\n")
+    assert all(f"register_function('{name}_{script}', {script})" in library
+               for script in sources)
     assert '"TIME"' not in "".join(sources.values())  # the gate's clock only, never Redis's
+    assert sum(text.count("\n") for text in sources.values()) < 150
 
 
 def test_scripts_are_reloaded_after_script_flush(store_url: str) -> None:
@@ -127,6 +138,60 @@ def test_scripts_are_reloaded_after_script_flush(store_url: str) -> None:
     raw(store_url).script_flush()
     assert gate.acquire(Call("c2", "inbound", N1)).outcome is Outcome.ADMITTED
     assert in_use(gate, "number", N1) == 2
+
+
+def test_functions_are_reloaded_after_function_flush(store_url: str) -> None:
+    """After FUNCTION FLUSH (a restart without persistence) the library is loaded again."""
+    gate = gate_on(store_url)
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    assert gate.renew("c1").status.value == "renewed"
+    raw(store_url).function_flush()
+    assert gate.acquire(Call("c2", "inbound", N1)).outcome is Outcome.ADMITTED
+    assert gate.renew("c1").status.value == "renewed"
+    assert in_use(gate, "number", N1) == 2
+    assert raw(store_url).function_list(library="callgate_*")
+
+
+def test_a_failed_guard_makes_the_step_read_and_decide_again(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another gate takes the last slot between a step's read and its apply: the value guard
+    fails, the step reads again and answers capacity; the number never goes over its cap."""
+    clock = FakeClock()
+    stack = stack_from(BASE)
+    store = RedisStore.from_url(store_url, Gate.limits_for(stack))
+    gate, other = Gate(stack, store, clock), gate_on(store_url, clock=clock)
+    assert gate.acquire(Call("a", "inbound", N1)).outcome is Outcome.ADMITTED  # 1 of 2
+    original = Snapshot.changes
+    raced: list[Decision] = []
+    started: list[bool] = []
+
+    def racing(snap: Snapshot, lock: str = "") -> Any:
+        if not started:  # once: the other gate's own step runs through here too
+            started.append(True)
+            raced.append(other.acquire(Call("b", "inbound", N1)))  # 2 of 2
+        return original(snap, lock)
+
+    monkeypatch.setattr(Snapshot, "changes", racing)
+    decision = gate.acquire(Call("o", "outbound", N1))
+    assert raced[0].outcome is Outcome.ADMITTED
+    assert (decision.outcome, decision.reason) == (Outcome.RETRY_LATER, Reason.CAPACITY)
+    assert store.conflicts == 1  # the first apply failed its guard; the second read blocked
+    assert in_use(gate, "number", N1) == 2
+
+
+def test_a_step_that_never_gets_through_is_an_explicit_store_error(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards that keep failing (here: a step lock another gate holds) end, after the
+    contention budget, in the on_store_error decision, with nothing written."""
+    monkeypatch.setattr(redis_store, "CONTENTION_BUDGET_S", 0.2)
+    gate = gate_on(store_url)
+    prefix = parse_url(store_url).prefix
+    raw(store_url).set(f"{{{prefix}}}:lock", "another-gate", px=60_000)
+    refused = gate.acquire(Call("c1", "inbound", N1))
+    assert (refused.outcome, refused.reason) == (Outcome.REJECTED, Reason.STORE_UNAVAILABLE)
+    raw(store_url).delete(f"{{{prefix}}}:lock")
+    assert in_use(gate, "number", N1) == 0
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
 
 
 def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:
@@ -145,8 +210,8 @@ def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: s
     assert wider.acquire(Call("o2", "outbound", N1)).outcome is Outcome.ADMITTED  # 3 of 3
 
 
-def test_times_round_trip_exactly_through_lua(store_url: str) -> None:
-    """Epoch times that need 17 digits come back bit-exact (no float rounding in the scripts)."""
+def test_times_round_trip_exactly_through_redis(store_url: str) -> None:
+    """Epoch times that need 17 digits come back bit-exact (records, scores, the renew script)."""
     clock = FakeClock(1_800_000_000.123456789)
     gate = gate_on(store_url, clock=clock)
     clock.advance(0.1)

@@ -1,4 +1,4 @@
-"""The admission algorithm that the memory and SQLite stores share.
+"""The admission algorithm that every store shares (memory, SQLite, Redis).
 
 Think of a petrol station with a few pumps, one queue per entrance, and an attendant
 who only acts between two ticks of the clock. At every tick (every primitive) the
@@ -9,7 +9,8 @@ its pumps at once, or none.
 
 The functions here run *inside* a store's atomic step and see the store only through
 :class:`State`. A store makes the step atomic its own way (a lock in memory, one
-``BEGIN IMMEDIATE`` transaction in SQLite); the Redis store does the same in Lua.
+``BEGIN IMMEDIATE`` transaction in SQLite; in Redis a snapshot read before the step and
+applied after it under guards, see :mod:`callgate.stores.redis_step`).
 """
 
 from __future__ import annotations
@@ -277,6 +278,11 @@ def take(
 ) -> Record:
     held = _held(claim, choice)
     _add_held(st, held, 1)
+    # A store that applies under value guards (Redis) must know the reserve each slot
+    # leaves free, to guard "count + delta stays within cap - reserve" at apply time.
+    need_room = getattr(st, "need_room", None)
+    if need_room is not None:
+        need_room(claim)
     # The windows the stack has now: a claim queued before a reload may name one it removed.
     for key, _, _ in _plan(claim, st.limits).rates:
         st.log_event(key, now)

@@ -1,36 +1,36 @@
 """The Redis store: the distributed engine, for gates on many hosts.
 
-Every primitive of :mod:`callgate.stores.base` is one Lua script (``stores/lua/*.lua``,
-each prefixed with ``common.lua``, the algorithm of :mod:`callgate.stores.kernel`),
-loaded once and run with EVALSHA (reloaded on NOSCRIPT): one round trip per decision,
-atomic because Redis runs one script at a time. Redis is the attendant of the kernel's
-petrol station, and every gate process is one more entrance to the same forecourt.
+Every step runs the one algorithm (:mod:`callgate.stores.kernel`) in the gate, against a
+snapshot of Redis (:mod:`callgate.stores.redis_step`): one pipelined read round trip, the
+decision in Python, then one call of a small generic guarded-apply script
+(``stores/lua/apply.lua``) that checks the guards the decision relied on (a counter plus
+its delta within its cap, a record or queue unchanged since the read) and makes every
+write, or none. A failed guard means another gate changed what this step read: it reads
+again and decides again, up to :data:`MAX_ATTEMPTS` times, then answers
+:class:`StoreError` (the gate's ``on_store_error`` decision; never a cap exceeded). A
+renew is one round trip of a tiny script (``lua/renew.lua``: the lease is still this
+call's and nothing else is due: move its expiry); otherwise it takes the full step. The
+scripts are one Redis 7 function library (FUNCTION LOAD once, FCALL), or EVALSHA on a
+cluster client or an older server. Redis is the attendant of the kernel's petrol
+station, and every gate process is one more entrance to the same forecourt.
 
-**Keys.** Every key carries the hash tag of its *sharing domain*, so a script only ever
-touches one cluster slot (the layout is drawn at the top of ``common.lua``): records
-``{callgate}:r:<id>`` (MessagePack), counters ``{callgate}:used``, one ``due`` index of
-expiries, deadlines and tombstones, a queue per number, a sorted set per window. By
+**Keys.** Every key carries the hash tag of its *sharing domain*, so a step only ever
+touches one cluster slot (the layout is listed in :mod:`callgate.stores.redis_step`). By
 default the whole stack is one domain, ``{callgate}`` (``?prefix=`` renames it): atomic
-across every layer, and Redis Cluster then gives failover rather than sharding. Redis
-spends about 40-80 us of its one thread per decision (measured on a shared 2-core
-machine with ``bench/bench_redis.py``, example stack, 9 scopes per call), so one slot
-carries roughly 12,000-25,000 decisions per second: far above any call rate (a decision
-per call start and end). ``?sharing=account`` tags per account (``{callgate:acme}``) to
-spread accounts over slots; it is refused unless the accounts share no trunk, provider
+across every layer, and Redis Cluster then gives failover rather than sharding. Redis's
+one thread is the scarce resource of a whole fleet, so the work per decision is on the
+gates, which scale out; ``bench/bench_redis.py`` measures what each operation costs Redis
+(see the README's numbers). ``?sharing=account`` tags per account (``{callgate:acme}``)
+to spread accounts over slots; it is refused unless the accounts share no trunk, provider
 pool or resource (:func:`check_sharing`).
 
-**How the caps reach the scripts.** :meth:`RedisStore.configure` writes the Limits into
-two hashes per domain: ``<tag>caps`` (each key's cap, each window's "limit period") and
-``<tag>limits`` (timers, accounts, and a digest of all of it). Promotion needs the caps
-of every queued head, not just the claim's, which is why they live in Redis and not in
-each call's arguments. Every script is passed the digest of the limits its own gate
-configured and answers ``CALLGATE_STALE`` when Redis holds other ones (Redis restarted
-empty, or another gate configured another stack): the gate rewrites them and runs the
-script again, so every decision is taken under the caps of the gate that asks. Gates
-on different stacks sharing one domain would rewrite the limits back and forth: give
-each stack its own ``prefix``.
+**Limits.** Each gate decides under its own :class:`Limits` (the caps of the stack it
+loaded), so every decision is taken under the caps of the gate that asks.
+:meth:`RedisStore.configure` also writes them to ``<tag>limits`` (with a digest ``v``) so
+an operator can see what the gates configured. Gates on different stacks sharing one
+domain would each apply their own caps: give each stack its own ``prefix``.
 
-**Time and clock skew.** Scripts never read Redis ``TIME``: the gate passes its own clock
+**Time and clock skew.** Redis ``TIME`` is never read: the gate passes its own clock
 (epoch seconds), so tests and the simulator control time. Gates on several hosts thus
 judge with their own clocks, and a skew of ``d`` seconds between two hosts shifts what
 they see by at most ``d``: a lease written by one expires up to ``d`` early or late as
@@ -44,10 +44,10 @@ it. Hosts on NTP are milliseconds apart: these bounds are far away.
 
 **Failure.** A short socket timeout (``?timeout=0.5`` seconds by default), one immediate
 reconnect, then :class:`~callgate.errors.StoreError`, which the gate turns into its
-``on_store_error`` decision. When Redis is back, redis-py reconnects, scripts are
-reloaded on NOSCRIPT and the limits rewritten on ``CALLGATE_STALE``: no restart needed.
-A gate process that dies leaks nothing for longer than one TTL: whichever process runs
-the next script expires its leases (``expire()``, the service's reaper, does it too).
+``on_store_error`` decision. When Redis is back, redis-py reconnects and the scripts are
+reloaded when the server has lost them: no restart needed. A gate process that dies
+leaks nothing for longer than one TTL: whichever process takes the next step expires its
+leases (``expire()``, the service's reaper, does it too).
 """
 
 from __future__ import annotations
@@ -56,13 +56,15 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+import random
+import secrets
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import msgpack  # type: ignore[import-untyped]  # msgpack ships no type hints
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
@@ -72,31 +74,34 @@ from redis.retry import Retry
 
 from callgate.config import Stack
 from callgate.errors import ConfigError, ConfigIssue, StoreError
-from callgate.model import Reason
 from callgate.stores import kernel
 from callgate.stores.base import (
-    Blocker,
     Claim,
-    KeyGroup,
     Limits,
-    QueuePolicy,
     Record,
     RenewOutcome,
-    SlotNeed,
     UsageSnapshot,
     Verdict,
-    VerdictKind,
+)
+from callgate.stores.redis_step import (
+    Snapshot,
+    StaleRead,
+    claim_json,
+    encode_record,
+    load_claim,
+    load_record,
+    rid,
+    split_id,
 )
 
+__all__ = ["RedisStore", "check_sharing", "claim_json", "encode_record", "load_claim",
+           "load_record", "parse_url", "split_id"]
+
+_T = TypeVar("_T")
 log = logging.getLogger("callgate.stores.redis")
 
 SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
-PRIMITIVES = ("acquire", "renew", "release", "tombstone", "cooldown", "clear_disabled",
-              "expire", "usage")
 Sharing = Literal["stack", "account"]
-RenewStatus = Literal["renewed", "expired", "ended", "queued"]
-_STALE = "CALLGATE_STALE"
-_FLOATS = ("at", "e", "m", "t", "eq", "dl", "lp", "u", "ra")
 
 
 # the URL ------------------------------------------------------------------------------------
@@ -188,148 +193,72 @@ def check_sharing(stack: Stack) -> None:
 
 
 # scripts --------------------------------------------------------------------------------------
+SCRIPTS = ("apply", "renew")
+
+
 def _source(name: str) -> str:
     return (resources.files("callgate.stores") / "lua" / f"{name}.lua").read_text("utf-8")
 
 
 def script_sources() -> dict[str, str]:
-    """The text Redis sees for each primitive (the prelude, then the primitive)."""
-    prelude = _source("common")
-    sources = {name: f"{prelude}\n{_source(name)}" for name in PRIMITIVES}
-    sources["configure"] = _source("configure")
-    return sources
+    """Each script as EVAL runs it: the function, then a call of it with KEYS and ARGV."""
+    return {name: f"{_source(name)}\nreturn {name}(KEYS, ARGV)\n" for name in SCRIPTS}
 
 
-# encoding ---------------------------------------------------------------------------------------
-_ROUTES: dict[int, tuple[object, object, object, str]] = {}
+def library_source() -> tuple[str, str]:
+    """(library name, text) of the Redis 7 function library holding every script.
+
+    The name carries a digest of the text, so gates of two callgate versions on one server
+    each call their own functions.
+    """
+    body = "\n".join(_source(name) for name in SCRIPTS)
+    digest = hashlib.blake2b(body.encode(), digest_size=6).hexdigest()
+    name = f"callgate_{digest}"
+    registered = "\n".join(
+        f"redis.register_function('{name}_{s}', {s})" for s in SCRIPTS)
+    return name, f"#!lua name={name}\n{body}\n{registered}\n"
 
 
-def _route_json(claim: Claim) -> str:
-    """The JSON of a claim's slots, groups and windows; cached per route (the gate's tuples)."""
-    entry = _ROUTES.get(id(claim.slots))
-    if entry is not None and entry[0] is claim.slots and entry[1] is claim.groups and (
-            entry[2] is claim.windows):
-        return entry[3]
-    keys = [s.key for s in claim.slots]
-    for g in claim.groups:
-        keys += [g.pool_key, *(g.key_slot(a) for a in g.keys)]
-    text = json.dumps({
-        "s": [[s.key, s.units, s.reserve] for s in claim.slots],
-        "g": [[g.provider, g.pool_key, list(g.keys), [g.key_slot(a) for a in g.keys]]
-              for g in claim.groups],
-        "w": list(claim.windows),
-        "k": list(dict.fromkeys(keys)),
-    }, separators=(",", ":"))[1:-1]
-    if len(_ROUTES) > 10_000:  # stacks change on reload; never let the cache grow unbounded
-        _ROUTES.clear()
-    _ROUTES[id(claim.slots)] = (claim.slots, claim.groups, claim.windows, text)
-    return text
+class _Scripts:
+    """Runs the scripts: Redis 7 functions (FCALL) where available, else EVALSHA.
 
+    Functions are loaded once per server (FUNCTION LOAD REPLACE) and again when a server
+    answers that it has none (a restart without persistence, a failover to an empty
+    replica); EVALSHA scripts are reloaded on NOSCRIPT by redis-py. A cluster client uses
+    EVALSHA: redis-py routes it by its key, and every key shares one hash tag.
+    """
 
-def claim_json(claim: Claim) -> str:
-    """A claim as the scripts read it (and as a queued record keeps it)."""
-    a, i, n, d, f = (json.dumps(v) for v in (claim.account, claim.call_id, claim.number,
-                                              claim.direction, claim.fingerprint))
-    queue = "" if claim.queue is None else (
-        f',"q":[{claim.queue.queue_max},{claim.queue.max_wait_s!r}]')
-    first = f',"T":{claim.first_ttl_s!r}' if claim.first_ttl_s else ""
-    return (f'{{"a":{a},"i":{i},"n":{n},"d":{d},"f":{f},"p":{claim.priority},'
-            f'"t":{claim.ttl_s!r},"x":{claim.max_duration_s!r},'
-            f'"F":{"true" if claim.force else "false"}{queue}{first},{_route_json(claim)}}}')
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        self._client = client
+        self._library, self._text = library_source()
+        self._functions = not isinstance(client, RedisCluster)
+        self._loaded = False
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(text) for name, text in script_sources().items()}
 
+    def _load(self) -> None:
+        try:
+            self._client.function_load(self._text, replace=True)
+        except ResponseError as exc:
+            text = str(exc).lower()
+            if "unknown command" not in text and "noperm" not in text:
+                raise
+            self._functions = False  # Redis 6 or older, or an ACL without FUNCTION: EVALSHA
+        self._loaded = True
 
-def load_claim(text: str) -> Claim:
-    data = json.loads(text)
-    queue = data.get("q")
-    return Claim(
-        account=data["a"], call_id=data["i"], number=data["n"], direction=data["d"],
-        priority=int(data["p"]), fingerprint=data["f"],
-        slots=tuple(SlotNeed(k, int(u), int(r)) for k, u, r in data["s"]),
-        groups=tuple(KeyGroup(g[0], tuple(g[2])) for g in data["g"]),
-        windows=tuple(data["w"]), ttl_s=float(data["t"]), max_duration_s=float(data["x"]),
-        queue=QueuePolicy(int(queue[0]), float(queue[1])) if queue else None,
-        force=bool(data["F"]), first_ttl_s=float(data.get("T", 0.0)),
-    )
-
-
-def split_id(ident: bytes) -> tuple[str, str]:
-    """(account, call id) of a record id ``<bytes of account>:<account>:<call id>``."""
-    length, _, rest = ident.partition(b":")
-    size = int(length)
-    return rest[:size].decode(), rest[size + 1:].decode()
-
-
-def load_record(ident: bytes, packed: bytes) -> Record:
-    """A record as the scripts store it (MessagePack, short names; see ``common.lua``)."""
-    d: dict[str, Any] = msgpack.unpackb(packed)
-    account, call_id = split_id(ident)
-    record = Record(account=account, call_id=call_id, state=d["s"], fingerprint=d["f"],
-                    number=d["n"], direction=d["d"], priority=int(d.get("p", 0)))
-    held = d.get("h")
-    if held:
-        record.held, record.keys = _held(held)
-    get = d.get
-    record.admitted_at = float(get("at", 0.0))
-    record.expires_at = float(get("e", 0.0))
-    record.max_end = float(get("m", 0.0))
-    record.ttl_s = float(get("t", 0.0))
-    record.promoted = bool(get("pr", False))
-    if "c" in d:
-        record.claim = load_claim(d["c"])
-        record.seq = int(d["q"])
-        record.enqueued_at = float(d["eq"])
-        record.deadline = float(d["dl"])
-        record.last_poll = float(d["lp"])
-    record.until = float(get("u", 0.0))
-    if get("r"):
-        record.reason = Reason(d["r"])
-    record.blocker_key = get("b")
-    if "ra" in d:
-        record.retry_after_s = float(d["ra"])
-    record.ended_by = get("eb", "")
-    return record
-
-
-def _held(compact: list[Any]) -> tuple[tuple[tuple[str, int], ...], dict[str, str]]:
-    """The kernel's ``held`` and ``keys`` from a record's compact list (see ``common.lua``)."""
-    held: list[tuple[str, int]] = []
-    keys: dict[str, str] = {}
-    for entry in compact:
-        key, units = (entry, 1) if isinstance(entry, str) else (entry[0], int(entry[1]))
-        if key.startswith("provider:"):
-            pool, _, alias = key.rpartition(":")
-            keys[pool.removeprefix("provider:")] = alias
-            held.append((pool, 1))
-        held.append((key, units))
-    return tuple(held), keys
-
-
-def dump_record(record: Record) -> str:
-    """A rejected or ended record in the scripts' format (for :meth:`RedisStore.tombstone`)."""
-    data: dict[str, Any] = {"a": record.account, "i": record.call_id, "s": record.state,
-                            "f": record.fingerprint, "n": record.number,
-                            "d": record.direction, "p": record.priority,
-                            "u": repr(float(record.until))}
-    if record.reason is not None:
-        data["r"] = str(record.reason)
-    if record.blocker_key is not None:
-        data["b"] = record.blocker_key
-    if record.retry_after_s is not None:
-        data["ra"] = repr(float(record.retry_after_s))
-    if record.ended_by:
-        data["eb"] = record.ended_by
-    return json.dumps(data, separators=(",", ":"))
-
-
-def _verdict(reply: list[Any]) -> Verdict:
-    kind, position, replay, shown, flat = reply
-    blockers = tuple(
-        Blocker(flat[i].decode(), Reason(flat[i + 1].decode()),
-                float(flat[i + 2]) if flat[i + 2] else None)
-        for i in range(0, len(flat), 3)
-    )
-    record = load_record(*shown) if shown else None
-    return Verdict(VerdictKind(kind.decode()), record, blockers, int(position), bool(replay))
+    def __call__(self, name: str, keys: list[str], args: Sequence[str | bytes]) -> Any:
+        if self._functions and not self._loaded:
+            self._load()
+        if not self._functions:
+            return self._scripts[name](keys=keys, args=args)
+        function = f"{self._library}_{name}"
+        try:
+            return self._client.fcall(function, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+            self._load()
+            return self._client.fcall(function, len(keys), *keys, *args)
 
 
 def _time(now: float) -> str:
@@ -337,23 +266,41 @@ def _time(now: float) -> str:
 
 
 def limits_fields(limits: Limits, accounts: Sequence[str]) -> list[str]:
-    """The limits hash as field, value pairs, ending with its digest ``v``."""
-    others = {a for a in limits.accounts if a not in accounts}
-    foreign = tuple(f"account:{a}" for a in others) + tuple(f"window:account:{a}:" for a in others)
+    """What a gate configured, as field, value pairs ending with its digest ``v``.
+
+    Written to ``<tag>limits`` for operators (``redis-cli HGETALL``); the steps use the
+    gate's own :class:`Limits`, so every decision is taken under the caps of the gate that
+    asks, as before.
+    """
     fields: list[str] = []
     for key, cap in sorted(limits.caps.items()):
-        if not key.startswith(foreign) or not others:
-            fields += [f"c:{key}", str(int(cap))]
+        fields += [f"c:{key}", str(int(cap))]
     for key, (limit, period) in sorted(limits.windows.items()):
-        if not key.startswith(foreign) or not others:
-            fields += [f"w:{key}", f"{int(limit)} {float(period)!r}"]
+        fields += [f"w:{key}", f"{int(limit)} {float(period)!r}"]
     fields += ["poll", _time(limits.poll_timeout_s), "tomb", _time(limits.tombstone_ttl_s),
                "ended", _time(limits.ended_ttl_s), "accounts", json.dumps(list(accounts))]
     digest = hashlib.blake2b("\n".join(fields).encode(), digest_size=12).hexdigest()
     return [*fields, "v", digest]
 
 
-# the store ----------------------------------------------------------------------------------------
+OPTIMISTIC_ATTEMPTS = 4
+CONTENTION_BUDGET_S = 5.0
+LOCK_TTL_MS = 2000
+"""How a step gets through when other gates keep changing what it relied on.
+
+A guard fails only when another gate changed the same record, queue or counter between
+this step's read and its apply (a few hundred microseconds), and the step then reads and
+decides again. After :data:`OPTIMISTIC_ATTEMPTS` failures it takes the tag's step lock
+(``SET P lock <token> NX PX 2000``): while it is held every other gate's apply fails its
+guard, so the holder's next attempt goes through (its apply frees the lock), and the
+others wait their turn, polling every 0.5-2 ms. A holder that dies frees it after 2 s.
+A step that has not got through after :data:`CONTENTION_BUDGET_S` seconds gives up with
+:class:`StoreError` (as SQLite gives up after its busy timeout), which the gate turns
+into its ``on_store_error`` decision: an explicit answer, never a cap exceeded and
+nothing half-written.
+"""
+
+
 class _Usage:
     """Just enough of :class:`kernel.State` for :func:`kernel.usage` (windows counted in Redis)."""
 
@@ -368,7 +315,8 @@ class _Usage:
 class RedisStore:
     """A store in Redis (or a Redis Cluster), shared by every gate process that uses it.
 
-    Thread-safe: redis-py's client keeps a pool of connections.
+    Thread-safe: redis-py's client keeps a pool of connections, and each step has its own
+    :class:`Snapshot`.
     """
 
     def __init__(self, client: redis.Redis | RedisCluster, limits: Limits, *,
@@ -378,11 +326,11 @@ class RedisStore:
         self._prefix = prefix
         self._sharing = sharing
         self._where = where
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(text) for name, text in script_sources().items()
-        }
+        self._scripts = _Scripts(client)
         self._fields: dict[str, list[str]] = {}
+        self._accounts: dict[str, tuple[str, ...]] = {}
         self._trunk_owner: dict[str, str] = {}
+        self.conflicts = 0  # steps read again after a failed guard (for benchmarks)
         self.configure(limits)
 
     @classmethod
@@ -405,7 +353,7 @@ class RedisStore:
             raise StoreError(f"cannot reach the Redis store at {shown}: {exc}") from exc
         return cls(client, limits, prefix=options.prefix, sharing=options.sharing, where=shown)
 
-    # keys and calls ------------------------------------------------------------------------
+    # keys and steps --------------------------------------------------------------------------
     def _tag(self, account: str) -> str:
         if self._sharing == "account":
             return f"{{{self._prefix}:{account}}}:"
@@ -416,32 +364,50 @@ class RedisStore:
         return list(self._fields)
 
     def digest(self, tag: str) -> str:
-        """The digest of the limits this store wrote under ``tag`` (scripts check it)."""
+        """The digest of the limits this store wrote under ``tag``."""
         return self._fields[tag][-1]
 
-    def _call(self, name: str, tag: str, now: float, *args: str) -> Any:
-        fields = self._fields[tag]
-        argv = [tag, fields[-1], _time(now), *args]
-        keys = [f"{tag}limits"]
+    def _step(self, name: str, tag: str, now: float,
+              decide: Callable[[Snapshot], _T]) -> _T:
+        """Read, decide with the kernel, apply under guards; again on a failed guard."""
+        token = ""
+        deadline = time.monotonic() + CONTENTION_BUDGET_S
+        attempt = 0
         try:
-            try:
-                return self._scripts[name](keys=keys, args=argv)
-            except ResponseError as exc:
-                if _STALE not in str(exc):
-                    raise
-                log.warning("Redis limits under %s were missing or another gate's: rewriting", tag)
-                self._write(tag)
-                return self._scripts[name](keys=keys, args=argv)
+            while attempt == 0 or time.monotonic() < deadline:
+                attempt += 1
+                if attempt > OPTIMISTIC_ATTEMPTS and not token:
+                    token = secrets.token_hex(8)
+                    if not self._client.set(f"{tag}lock", token, nx=True, px=LOCK_TTL_MS):
+                        token = ""
+                        time.sleep(random.uniform(0.0005, 0.002))  # another gate's turn
+                        continue
+                snap = Snapshot(self._client, tag, self._limits, self._accounts[tag], now)
+                try:
+                    result = decide(snap)
+                except StaleRead:
+                    self.conflicts += 1
+                    continue
+                args = snap.changes(token)
+                if args is None:
+                    if token:  # read only: free the lock if it is still ours
+                        self._scripts("apply", [f"{tag}used"], [
+                            "0", "1", f"{tag}lock", token, "0", "2", "DEL", f"{tag}lock"])
+                    return result
+                if self._scripts("apply", [f"{tag}used"], args) == 1:
+                    return result
+                self.conflicts += 1
+                if token and self._client.get(f"{tag}lock") != token.encode():
+                    token = ""  # it expired: take it again
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreError(f"Redis store at {self._where} failed ({name}): {exc}") from exc
-
-    def _write(self, tag: str) -> None:
-        self._scripts["configure"](keys=[f"{tag}limits"],
-                                   args=[tag, "", "0", *self._fields[tag]])
+        raise StoreError(
+            f"Redis store at {self._where}: {name} found its reads changed by other gates "
+            f"for {CONTENTION_BUDGET_S:g} s ({attempt} attempts); nothing was taken")
 
     # the contract ------------------------------------------------------------------------------
     def configure(self, limits: Limits) -> None:
-        """Write ``limits`` for every sharing domain; leases, queues and windows are kept."""
+        """Use ``limits`` from now on; leases, queues and windows in Redis are kept."""
         accounts = list(limits.accounts) or ["-"]
         if self._sharing == "account" and len(accounts) > 1:
             shared = sorted(k for k in limits.caps if k.startswith(("provider:", "resource:")))
@@ -452,22 +418,36 @@ class RedisStore:
                     "per-account tags need accounts that share no trunk, provider pool or "
                     "resource: use the default sharing=stack")])
             fields = {self._tag(a): limits_fields(limits, [a]) for a in accounts}
+            self._accounts = {self._tag(a): (a,) for a in accounts}
         else:
             fields = {self._tag(accounts[0]): limits_fields(limits, accounts)}
+            self._accounts = {self._tag(accounts[0]): tuple(limits.accounts)}
         self._limits = limits
         self._fields = fields
         self._trunk_owner = {}
         try:
-            for tag in fields:
-                self._write(tag)
+            for tag, values in fields.items():
+                pipe = self._client.pipeline(transaction=False)
+                pipe.delete(f"{tag}limits")
+                pipe.hset(f"{tag}limits", mapping=dict(zip(values[::2], values[1::2],
+                                                           strict=True)))
+                pipe.execute()
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreError(f"Redis store at {self._where} failed (configure): {exc}") from exc
 
     def acquire(self, claim: Claim, now: float) -> Verdict:
         if self._sharing == "account":
             self._check_trunks(claim)
-        reply = self._call("acquire", self._tag(claim.account), now, claim_json(claim))
-        return _verdict(reply)
+        ident = rid(claim.account, claim.call_id)
+        counts = claim.scopes()
+        windows = claim.windows
+        cooldowns = bool(claim.groups)
+
+        def decide(snap: Snapshot) -> Verdict:
+            snap.read((ident,), counts, windows, cooldowns)
+            return kernel.acquire(snap, claim, now)
+
+        return self._step("acquire", self._tag(claim.account), now, decide)
 
     def _check_trunks(self, claim: Claim) -> None:
         for slot in claim.slots:
@@ -479,13 +459,17 @@ class RedisStore:
                         f"{owner!r} and {claim.account!r}: its cap cannot be kept across "
                         "two hash tags; use the default sharing=stack")
 
-    def _for_account(self, account: str | None) -> list[tuple[str, list[str]]]:
+    def _for_account(self, account: str | None) -> list[tuple[str, str | None]]:
         """(tag, account argument) pairs to try, in the order of the stack's accounts."""
         if account is not None:
-            return [(self._tag(account), [account])]
+            return [(self._tag(account), account)]
         if self._sharing == "account":
-            return [(self._tag(a), [a]) for a in self._limits.accounts]
-        return [(self._tags()[0], [])]
+            return [(self._tag(a), a) for a in self._limits.accounts]
+        return [(self._tags()[0], None)]
+
+    def _ids(self, tag: str, account: str | None, call_id: str) -> list[str]:
+        names = (account,) if account is not None else self._accounts[tag]
+        return [rid(name, call_id) for name in names]
 
     def renew(
         self, account: str | None, call_id: str, ttl_s: float | None, now: float
@@ -493,58 +477,111 @@ class RedisStore:
         ttl = "" if ttl_s is None else _time(ttl_s)
         first: RenewOutcome | None = None
         for tag, named in self._for_account(account):
-            status, shown = self._call("renew", tag, now, call_id, ttl, *named)
-            if status == b"unknown":
-                continue
-            outcome = RenewOutcome(cast(RenewStatus, status.decode()), load_record(*shown))
+            ids = self._ids(tag, named, call_id)
+            try:
+                shown = self._scripts("renew", [f"{tag}due"], [tag, _time(now), ttl, *ids])
+            except (RedisError, RedisClusterException, OSError) as exc:
+                raise StoreError(
+                    f"Redis store at {self._where} failed (renew): {exc}") from exc
+            if shown:  # renewed in one round trip: the common case
+                return RenewOutcome("renewed", load_record(shown[0], shown[1]))
+
+            def decide(snap: Snapshot, ids: list[str] = ids, named: str | None = named,
+                       ) -> RenewOutcome:
+                snap.read(ids)
+                return kernel.renew(snap, named, call_id, ttl_s, now)
+
+            outcome = self._step("renew", tag, now, decide)
             if outcome.status in ("renewed", "queued"):  # live first (base.py, rule 1)
                 return outcome
-            first = first or outcome
+            if outcome.status != "unknown":
+                first = first or outcome
         return first or RenewOutcome("unknown")
 
     def release(self, account: str | None, call_id: str, now: float) -> tuple[bool, bool]:
         for tag, named in self._for_account(account):
-            released, cancelled = self._call("release", tag, now, call_id, *named)
+            ids = self._ids(tag, named, call_id)
+
+            def decide(snap: Snapshot, ids: list[str] = ids, named: str | None = named,
+                       ) -> tuple[bool, bool]:
+                snap.read(ids)
+                return kernel.release(snap, named, call_id, now)
+
+            released, cancelled = self._step("release", tag, now, decide)
             if released or cancelled:
-                return bool(released), bool(cancelled)
+                return released, cancelled
         return False, False
 
     def tombstone(self, record: Record) -> None:
-        self._call("tombstone", self._tag(record.account), 0.0, dump_record(record))
+        tag = self._tag(record.account)
+        ident = rid(record.account, record.call_id)
+        args: list[str | bytes] = [
+            "0", "1", f"{tag}r:{ident}", "", "0",
+            "3", "SET", f"{tag}r:{ident}", encode_record(record),
+            "4", "ZADD", f"{tag}tombs", _time(record.until), ident]
+        try:
+            self._scripts("apply", [f"{tag}used"], args)  # a guard failure: it has a record
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreError(f"Redis store at {self._where} failed (tombstone): {exc}") from exc
 
     def cooldown(self, provider: str, alias: str, until: float) -> None:
         value = "inf" if math.isinf(until) else _time(until)
-        for tag in self._tags():
-            self._call("cooldown", tag, 0.0, f"provider:{provider}:{alias}", value)
+        try:
+            for tag in self._tags():
+                self._client.hset(f"{tag}cool", f"provider:{provider}:{alias}", value)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreError(f"Redis store at {self._where} failed (cooldown): {exc}") from exc
 
     def clear_disabled(self, now: float) -> None:
+        def decide(snap: Snapshot) -> None:
+            snap.read(())
+            snap.clear_cooldowns(now)
+            kernel.promote(snap, now)
+
         for tag in self._tags():
-            self._call("clear_disabled", tag, now)
+            self._step("clear_disabled", tag, now, decide)
 
     def expire(self, now: float) -> int:
-        return sum(int(self._call("expire", tag, now)) for tag in self._tags())
+        def decide(snap: Snapshot) -> int:
+            snap.read(())
+            return kernel.expire(snap, now)
+
+        return sum(self._step("expire", tag, now, decide) for tag in self._tags())
 
     def usage(self, now: float) -> UsageSnapshot:
         limits = self._limits
-        args = [item for key, (_, period) in limits.windows.items()
-                for item in (key, _time(period))]
+        self.expire(now)
         in_use: dict[str, int] = {}
         cooldowns: dict[str, float] = {}
         counts: dict[str, int] = {}
         queue: list[Record] = []
         leases = 0
-        for tag in self._tags():
-            used, cool, queued, tag_leases, window_counts = self._call("usage", tag, now, *args)
-            for i in range(0, len(used), 2):
-                key = used[i].decode()
-                if key != "#leases":  # "#expired" rides along; kernel.usage reads it
-                    in_use[key] = in_use.get(key, 0) + int(used[i + 1])
-            for i in range(0, len(cool), 2):
-                cooldowns[cool[i].decode().removeprefix("provider:")] = float(cool[i + 1])
-            for key, count in zip(limits.windows, window_counts, strict=True):
-                counts[key] = counts.get(key, 0) + int(count)
-            queue += [load_record(queued[i], queued[i + 1]) for i in range(0, len(queued), 2)]
-            leases += int(tag_leases)
+        try:
+            for tag in self._tags():
+                pipe = self._client.pipeline(transaction=False)
+                pipe.hgetall(f"{tag}used")
+                pipe.hgetall(f"{tag}cool")
+                pipe.smembers(f"{tag}qs")
+                for key, (_, period) in limits.windows.items():
+                    pipe.zcount(f"{tag}w:{key}", "(" + _time(now - period), "+inf")
+                used, cool, numbers, *window_counts = pipe.execute()
+                for field, value in used.items():
+                    key = field.decode()
+                    if key != "#leases":  # "#expired" rides along; kernel.usage reads it
+                        in_use[key] = in_use.get(key, 0) + int(value)
+                leases += int(used.get(b"#leases", 0))
+                for field, value in cool.items():
+                    cooldowns[field.decode().removeprefix("provider:")] = float(value)
+                for key, count in zip(limits.windows, window_counts, strict=True):
+                    counts[key] = counts.get(key, 0) + int(count)
+                for number in sorted(n.decode() for n in numbers):
+                    members = cast(list[bytes], self._client.zrange(f"{tag}q:{number}", 0, -1))
+                    ids = [m.decode()[16:] for m in members]
+                    texts = cast(list[bytes | None],
+                                 self._client.mget([f"{tag}r:{i}" for i in ids]) if ids else [])
+                    queue += [load_record(i, t) for i, t in zip(ids, texts, strict=True) if t]
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreError(f"Redis store at {self._where} failed (usage): {exc}") from exc
         # kernel.usage reads only limits and count_since of its State: _Usage offers those.
         return kernel.usage(_Usage(limits, counts), now, in_use,  # type: ignore[arg-type]
                             list(cooldowns.items()), queue, leases)

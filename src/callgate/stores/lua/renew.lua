@@ -1,31 +1,35 @@
--- renew: push a lease's expiry to now + its TTL, never past its max_end (kernel.renew).
--- ARGV[4] = call id, ARGV[5] = TTL in seconds ("" keeps the lease's), ARGV[6] = account
--- (absent: any account). Returns {status, {record id, record} or {}}.
-local function main()
-  housekeeping()
-  promote()
-  local r = get(ARGV[6], ARGV[4])
-  if r == nil then
-    return {"unknown", false}
+-- renew: move a live lease's expiry, in one round trip, when nothing else is due.
+-- KEYS[1] = P.."due" (leases by expiry, queued calls by deadline)
+-- ARGV: P, now, TTL ("" keeps the lease's), then the record ids to look in, in lookup order.
+-- Returns {id, record} when renewed; {} when the gate must take the full step instead (a
+-- call is queued or something is due, so the step would expire or promote first; or the
+-- first live record is not a lease; or there is none).
+local function renew(KEYS, ARGV)
+  local P, now = ARGV[1], tonumber(ARGV[2])
+  if redis.call("EXISTS", P .. "qs") == 1
+      or #redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[2], "LIMIT", 0, 1) > 0 then
+    return {}
   end
-  if r.s == "leased" then
-    local ttl = tonumber(ARGV[5])
-    if ttl ~= nil and ttl ~= 0 then
-      r.t = ttl
+  for i = 4, #ARGV do
+    local key = P .. "r:" .. ARGV[i]
+    local text = redis.call("GET", key)
+    if text then
+      local r = cmsgpack.unpack(text)
+      if r.s == "queued" then
+        return {}
+      end
+      if r.s == "leased" then
+        local ttl = tonumber(ARGV[3])
+        if ttl ~= nil and ttl ~= 0 then
+          r.t = ttl
+        end
+        r.e = math.min(now + r.t, r.m)
+        text = cmsgpack.pack(r)
+        redis.call("SET", key, text)
+        redis.call("ZADD", KEYS[1], string.format("%.17g", r.e), ARGV[i])
+        return {ARGV[i], text}
+      end
     end
-    r.e = math.min(NOW + r.t, r.m)
-    put(r)
-    return {"renewed", shown(r)}
   end
-  if r.s == "queued" then
-    return {"queued", shown(r)}
-  end
-  if r.s == "ended" and r.eb == "expired" then
-    return {"expired", shown(r)}
-  end
-  return {"ended", shown(r)}
+  return {}
 end
-
-local out = main()
-flush()
-return out

@@ -1,0 +1,592 @@
+"""One step of the kernel over Redis: read a snapshot, decide in Python, apply under guards.
+
+The Redis store runs the same algorithm as memory and SQLite (:mod:`callgate.stores.kernel`)
+against a :class:`Snapshot`: a :class:`kernel.State` that reads what the step needs from
+Redis (one pipelined round trip on the common path, more only when calls are queued or
+something is due) and records every change instead of writing it. :meth:`Snapshot.changes`
+then turns those changes into one call of the generic guarded-apply script
+(``lua/apply.lua``), with the guards the decision relied on:
+
+- a *value* guard per counter the step raised: ``used + delta <= cap - reserve``. Two
+  admissions that both fit never conflict; one that no longer fits fails the guard.
+  A window raised gets the same guard on its count. A layer the kernel itself took past
+  its cap (shadow mode) is not guarded: shadow mode admits whatever the count.
+- a *version* guard per record the step read and changed (the exact bytes it read, or
+  absent), and on the queues' version counter ``qv`` when the step changed a queue.
+
+A failed guard writes nothing; the store reads again and decides again (see
+``RedisStore._step``). Records are MessagePack maps with short names (below); the renew
+script (``lua/renew.lua``) is the only Lua that reads one.
+
+Keys, all under the sharing domain's hash tag ``P`` (one cluster slot):
+``P r:<id>`` a record, ``P used`` counters (+ ``#leases``, ``#expired``), ``P due`` leases
+by expiry and queued calls by deadline, ``P tombs`` rejections and ends by their until,
+``P q:<number>`` a queue (score -priority, member ``%016d(seq)<id>``), ``P qs`` numbers
+with a queue, ``P qpoll`` queued calls by last poll, ``P qv`` the queues' version (also
+the arrival sequence), ``P w:<key>`` a window's admissions, ``P cool`` cooldowns,
+``P limits`` what the gate configured (for operators). ``<id>`` is
+``<bytes of account>:<account>:<call id>``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+from bisect import insort
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type hints
+
+from callgate.model import Reason
+from callgate.stores.base import (
+    Claim,
+    KeyGroup,
+    Limits,
+    QueuePolicy,
+    Record,
+    SlotNeed,
+)
+
+# Window events are kept this long past their period: gates read their clocks before their
+# steps reach Redis, so a step may land after one whose clock was later; it still finds
+# every event it must count while the gates' clocks disagree by less than this.
+PRUNE_MARGIN_S = 2.0
+PRUNE_EVERY = 16
+_LIVE = ("leased", "queued")
+_GONE = ("rejected", "ended")
+_MEMBER = f"{os.getpid()}-{os.urandom(4).hex()}-"  # window members: unique per process
+_events = itertools.count()
+
+
+def rid(account: str, call_id: str) -> str:
+    return f"{len(account.encode())}:{account}:{call_id}"
+
+
+def split_id(ident: bytes | str) -> tuple[str, str]:
+    """(account, call id) of a record id ``<bytes of account>:<account>:<call id>``."""
+    raw = ident.encode() if isinstance(ident, str) else ident
+    length, _, rest = raw.partition(b":")
+    size = int(length)
+    return rest[:size].decode(), rest[size + 1:].decode()
+
+
+def fmt(x: float) -> str:
+    """A float as Redis scores and the scripts read it, exactly (17 significant digits)."""
+    return "inf" if math.isinf(x) else repr(float(x))
+
+
+# records ------------------------------------------------------------------------------------
+def _route(claim: Claim) -> dict[str, Any]:
+    return {"s": [[s.key, s.units, s.reserve] for s in claim.slots],
+            "g": [[g.provider, list(g.keys)] for g in claim.groups],
+            "w": list(claim.windows)}
+
+
+def claim_json(claim: Claim) -> str:
+    """A queued call's claim, as its record keeps it."""
+    data: dict[str, Any] = {
+        "a": claim.account, "i": claim.call_id, "n": claim.number, "d": claim.direction,
+        "f": claim.fingerprint, "p": claim.priority, "t": claim.ttl_s,
+        "x": claim.max_duration_s, "F": claim.force, **_route(claim)}
+    if claim.queue is not None:
+        data["q"] = [claim.queue.queue_max, claim.queue.max_wait_s]
+    if claim.first_ttl_s:
+        data["T"] = claim.first_ttl_s
+    return json.dumps(data, separators=(",", ":"))
+
+
+def load_claim(text: str) -> Claim:
+    data = json.loads(text)
+    queue = data.get("q")
+    return Claim(
+        account=data["a"], call_id=data["i"], number=data["n"], direction=data["d"],
+        priority=int(data["p"]), fingerprint=data["f"],
+        slots=tuple(SlotNeed(k, int(u), int(r)) for k, u, r in data["s"]),
+        groups=tuple(KeyGroup(g[0], tuple(g[1])) for g in data["g"]),
+        windows=tuple(data["w"]), ttl_s=float(data["t"]), max_duration_s=float(data["x"]),
+        queue=QueuePolicy(int(queue[0]), float(queue[1])) if queue else None,
+        force=bool(data["F"]), first_ttl_s=float(data.get("T", 0.0)),
+    )
+
+
+def _compact_held(held: Sequence[tuple[str, int]]) -> list[Any]:
+    """``held`` without what is implied: each provider key slot implies its pool slot."""
+    out: list[Any] = []
+    for key, units in held:
+        if key.startswith("provider:") and key.count(":") == 1 and units == 1:
+            continue  # the pool: implied by the key slot that follows it
+        out.append(key if units == 1 else [key, units])
+    return out
+
+
+def _expand_held(compact: list[Any]) -> tuple[tuple[tuple[str, int], ...], dict[str, str]]:
+    held: list[tuple[str, int]] = []
+    keys: dict[str, str] = {}
+    for entry in compact:
+        key, units = (entry, 1) if isinstance(entry, str) else (entry[0], int(entry[1]))
+        if key.startswith("provider:") and key.count(":") >= 2:
+            pool, _, alias = key.rpartition(":")
+            keys[pool.removeprefix("provider:")] = alias
+            held.append((pool, 1))
+        held.append((key, units))
+    return tuple(held), keys
+
+
+def encode_record(r: Record) -> bytes:
+    """A record as Redis keeps it: MessagePack, short names, defaults left out.
+
+    Times are binary doubles (exact); account and call id are in the key.
+    """
+    d: dict[str, Any] = {"s": r.state, "f": r.fingerprint, "n": r.number, "d": r.direction}
+    if r.priority:
+        d["p"] = r.priority
+    if r.held:
+        d["h"] = _compact_held(r.held)
+    if r.state == "leased":
+        d["at"], d["e"], d["m"], d["t"] = r.admitted_at, r.expires_at, r.max_end, r.ttl_s
+        if r.promoted:
+            d["pr"] = True
+    if r.claim is not None:
+        d["c"] = claim_json(r.claim)
+    if r.seq:
+        d["q"], d["eq"], d["dl"], d["lp"] = r.seq, r.enqueued_at, r.deadline, r.last_poll
+    if r.until:
+        d["u"] = r.until
+    if r.reason is not None:
+        d["r"] = str(r.reason)
+    if r.blocker_key is not None:
+        d["b"] = r.blocker_key
+    if r.retry_after_s is not None:
+        d["ra"] = r.retry_after_s
+    if r.ended_by:
+        d["eb"] = r.ended_by
+    packed: bytes = msgpack.packb(d)
+    return packed
+
+
+def load_record(ident: bytes | str, packed: bytes) -> Record:
+    """The record ``encode_record`` (or the renew script) wrote under ``ident``."""
+    d: dict[str, Any] = msgpack.unpackb(packed)
+    account, call_id = split_id(ident)
+    get = d.get
+    record = Record(account=account, call_id=call_id, state=d["s"], fingerprint=d["f"],
+                    number=d["n"], direction=d["d"], priority=int(get("p", 0)))
+    if get("h"):
+        record.held, record.keys = _expand_held(d["h"])
+    if "e" in d:
+        record.admitted_at = float(d["at"])
+        record.expires_at = float(d["e"])
+        record.max_end = float(d["m"])
+        record.ttl_s = float(d["t"])
+        record.promoted = bool(get("pr", False))
+    if "c" in d:
+        record.claim = load_claim(d["c"])
+    if "q" in d:
+        record.seq = int(d["q"])
+        record.enqueued_at = float(d["eq"])
+        record.deadline = float(d["dl"])
+        record.last_poll = float(d["lp"])
+    record.until = float(get("u", 0.0))
+    if get("r"):
+        record.reason = Reason(d["r"])
+    record.blocker_key = get("b")
+    if "ra" in d:
+        record.retry_after_s = float(d["ra"])
+    record.ended_by = get("eb", "")
+    return record
+
+
+def _qmember(seq: int, ident: str) -> str:
+    return f"{seq:016d}{ident}"
+
+
+def _queue_order(record: Record) -> tuple[int, int]:
+    return (-record.priority, record.seq)
+
+
+class StaleRead(Exception):  # a signal inside the store, never raised out of it
+    """The queues changed between two reads of one step: read again."""
+
+
+# the snapshot -----------------------------------------------------------------------------------
+class Snapshot:
+    """:class:`kernel.State` over one step's reads from Redis; writes are recorded, not made.
+
+    ``client`` is the redis-py client (or cluster client); every key this step touches
+    starts with ``tag``. ``accounts`` are the accounts whose records live under the tag,
+    in config order (ordering rule 1).
+    """
+
+    def __init__(self, client: Any, tag: str, limits: Limits, accounts: Sequence[str],
+                 now: float) -> None:
+        self.limits = limits
+        self.accounts = tuple(accounts)
+        self._client = client
+        self._tag = tag
+        self._now = now
+        self._records: dict[str, Record | None] = {}
+        self._orig: dict[str, bytes] = {}  # as read (absent: b"")
+        self._orig_state: dict[str, str] = {}
+        self._orig_seq: dict[str, int] = {}
+        self._indexed: dict[str, str] = {}  # the state a record was last put in
+        self._dirty: dict[str, Record] = {}
+        self._counts: dict[str, int] = {}
+        self._deltas: dict[str, int] = {}
+        self._reserve: dict[str, int] = {}
+        self._windows: dict[str, int] = {}  # counts since now - period, as read
+        self._events: dict[str, int] = {}
+        self._cool: dict[tuple[str, str], float] | None = None
+        self._cool_cleared: list[str] = []
+        self._due: list[str] = []
+        self._tombs_due: list[str] = []
+        self._purged: list[str] = []
+        self._qs: set[str] = set()
+        self._queues: dict[str, list[Record]] = {}
+        self._queue_changed: set[str] = set()
+        self._qv = 0
+        self._seq = 0
+
+    # reading --------------------------------------------------------------------------------
+    def key(self, suffix: str) -> str:
+        return self._tag + suffix
+
+    def read(self, ids: Iterable[str], counts: Iterable[str] = (),
+             windows: Iterable[str] = (), cooldowns: bool = False) -> None:
+        """The first read of a step, in one round trip: the records ``ids``, the counters
+        ``counts``, the windows ``windows`` as the kernel will count them, what is due, the
+        numbers with a queue and the queues' version; then whatever housekeeping and
+        promotion need, if anything is due or queued."""
+        now = self._now
+        pipe = self._client.pipeline(transaction=False)
+        ids = [i for i in dict.fromkeys(ids) if i not in self._orig]
+        for ident in ids:
+            pipe.get(self.key("r:" + ident))
+        fields = [k for k in dict.fromkeys(counts) if k not in self._counts]
+        if fields:
+            pipe.hmget(self.key("used"), fields)
+        specs = self.limits.windows
+        wkeys = [k for k in dict.fromkeys(windows) if k in specs and k not in self._windows]
+        for wkey in wkeys:
+            pipe.zcount(self.key("w:" + wkey), "(" + fmt(now - specs[wkey][1]), "+inf")
+        pipe.zrangebyscore(self.key("due"), "-inf", fmt(now))
+        pipe.zrangebyscore(self.key("tombs"), "-inf", fmt(now), start=0, num=1000)
+        pipe.smembers(self.key("qs"))
+        pipe.get(self.key("qv"))
+        if cooldowns:
+            pipe.hgetall(self.key("cool"))
+        replies = pipe.execute()
+        at = 0
+        for ident in ids:
+            self._loaded(ident, replies[at])
+            at += 1
+        if fields:
+            for key, value in zip(fields, replies[at], strict=True):
+                self._counts[key] = int(value or 0)
+            at += 1
+        for wkey in wkeys:
+            self._windows[wkey] = int(replies[at])
+            at += 1
+        due, tombs, qs, qv = replies[at:at + 4]
+        if cooldowns:
+            self._set_cool(replies[at + 4])
+        self._due = [d.decode() for d in due]
+        self._tombs_due = [t.decode() for t in tombs]
+        self._qs = {q.decode() for q in qs}
+        self._qv = int(qv or 0)
+        if self._due or self._qs:
+            self._read_more()
+
+    def _read_more(self) -> None:
+        """Due records, every queue and its records, cooldowns: the second and third reads."""
+        pipe = self._client.pipeline(transaction=False)
+        due = [d for d in self._due if d not in self._orig]
+        for ident in due:
+            pipe.get(self.key("r:" + ident))
+        numbers = sorted(self._qs)
+        for number in numbers:
+            pipe.zrange(self.key("q:" + number), 0, -1)
+        pipe.get(self.key("qv"))
+        pipe.hgetall(self.key("cool"))
+        replies = pipe.execute()
+        for ident, text in zip(due, replies, strict=False):
+            self._loaded(ident, text)
+        at = len(due)
+        members: dict[str, list[str]] = {}
+        for number in numbers:
+            members[number] = [m.decode()[16:] for m in replies[at]]
+            at += 1
+        if int(replies[at] or 0) != self._qv:
+            raise StaleRead
+        self._set_cool(replies[at + 1])
+        wanted = [i for ids in members.values() for i in ids if i not in self._orig]
+        if wanted:
+            texts = self._client.mget([self.key("r:" + i) for i in wanted])
+            for ident, text in zip(wanted, texts, strict=True):
+                self._loaded(ident, text)
+        keys: set[str] = set()
+        for number, ids in members.items():
+            entries = [r for r in (self._records.get(i) for i in ids)
+                       if r is not None and r.state == "queued"]
+            entries.sort(key=_queue_order)
+            if entries:
+                self._queues[number] = entries
+            for entry in entries:
+                if entry.claim is not None:
+                    keys |= entry.claim.scopes()
+        for ident in self._due:
+            record = self._records.get(ident)
+            if record is not None:
+                keys |= {key for key, _ in record.held}
+        self._fetch_counts(keys)
+
+    def _loaded(self, ident: str, text: bytes | None) -> None:
+        self._orig[ident] = text or b""
+        if text:
+            record = load_record(ident, text)
+            self._records[ident] = record
+            self._orig_state[ident] = self._indexed[ident] = record.state
+            self._orig_seq[ident] = record.seq
+        else:
+            self._records[ident] = None
+
+    def _set_cool(self, flat: dict[bytes, bytes]) -> None:
+        cool: dict[tuple[str, str], float] = {}
+        for field, value in flat.items():
+            provider, _, alias = field.decode().removeprefix("provider:").rpartition(":")
+            cool[(provider, alias)] = float(value)
+        self._cool = cool
+
+    def _fetch_counts(self, keys: Iterable[str]) -> None:
+        fields = [k for k in keys if k not in self._counts]
+        if fields:
+            values = self._client.hmget(self.key("used"), fields)
+            for key, value in zip(fields, values, strict=True):
+                self._counts[key] = int(value or 0)
+
+    # kernel.State ---------------------------------------------------------------------------
+    def _get_one(self, ident: str) -> Record | None:
+        if ident not in self._orig:
+            self._loaded(ident, self._client.get(self.key("r:" + ident)))
+        record = self._records[ident]
+        # A rejection or end past its until is gone to every lookup (ordering rule 1),
+        # whether or not this step purges it.
+        if record is not None and record.state in _GONE and record.until <= self._now:
+            return None
+        return record
+
+    def get(self, account: str | None, call_id: str) -> Record | None:
+        if account is not None:
+            return self._get_one(rid(account, call_id))
+        first = None
+        for name in self.accounts:
+            record = self._get_one(rid(name, call_id))
+            if record is not None:
+                if record.state in _LIVE:
+                    return record
+                first = first or record
+        return first
+
+    def put(self, record: Record) -> None:
+        ident = rid(record.account, record.call_id)
+        previous = self._indexed.get(ident)
+        state = record.state
+        if previous == "queued" and state != "queued":
+            entries = self._queues.get(record.number, [])
+            entries[:] = [e for e in entries if e is not record]
+            if not entries:
+                self._queues.pop(record.number, None)
+            self._queue_changed.add(record.number)
+        if state == "queued" and previous != "queued":
+            insort(self._queues.setdefault(record.number, []), record, key=_queue_order)
+            self._queue_changed.add(record.number)
+        self._indexed[ident] = state
+        self._records[ident] = record
+        self._dirty[ident] = record
+
+    def in_use(self, key: str) -> int:
+        if key not in self._counts:
+            self._fetch_counts((key,))
+        return self._counts[key] + self._deltas.get(key, 0)
+
+    def add(self, key: str, delta: int) -> None:
+        self._deltas[key] = self._deltas.get(key, 0) + delta
+
+    def need_room(self, claim: Claim) -> None:
+        """The kernel's hook for stores that apply under value guards: the reserve each
+        slot of a claim it takes must leave free (kernel.take)."""
+        reserve = self._reserve
+        for slot in claim.slots:
+            if slot.reserve > reserve.get(slot.key, 0):
+                reserve[slot.key] = slot.reserve
+
+    def count_since(self, key: str, since: float) -> int:
+        spec = self.limits.windows.get(key)
+        if spec is None or since != self._now - spec[1] or key not in self._windows:
+            count = int(self._client.zcount(self.key("w:" + key), "(" + fmt(since), "+inf"))
+            if spec is not None and since == self._now - spec[1]:
+                self._windows[key] = count
+        else:
+            count = self._windows[key]
+        # This step's own events are at now, inside every window that counts.
+        return count + self._events.get(key, 0)
+
+    def nth_since(self, key: str, since: float, n: int) -> float:
+        rows = self._client.zrangebyscore(self.key("w:" + key), "(" + fmt(since), "+inf",
+                                          start=n, num=1, withscores=True)
+        return float(rows[0][1]) if rows else self._now
+
+    def log_event(self, key: str, at: float) -> None:
+        self._events[key] = self._events.get(key, 0) + 1
+
+    def cooldown_until(self, provider: str, alias: str) -> float | None:
+        if self._cool is None:
+            self._set_cool(self._client.hgetall(self.key("cool")))
+        assert self._cool is not None
+        return self._cool.get((provider, alias)) if self._cool else None
+
+    def clear_cooldowns(self, now: float) -> None:
+        """Forget disabled keys and cooldowns that are over (a reload)."""
+        if self._cool is None:
+            self._set_cool(self._client.hgetall(self.key("cool")))
+        assert self._cool is not None
+        for (provider, alias), until in list(self._cool.items()):
+            if math.isinf(until) or until <= now:
+                del self._cool[(provider, alias)]
+                self._cool_cleared.append(f"provider:{provider}:{alias}")
+
+    def settle(self, now: float) -> bool:
+        """Nothing due and no call queued: the kernel may skip housekeeping (kernel.Settling)."""
+        if self._tombs_due:
+            self.purge(now)
+        return not self._due and not self._qs
+
+    def add_held(self, held: Iterable[tuple[str, int]], sign: int) -> None:
+        deltas = self._deltas
+        for key, units in held:
+            deltas[key] = deltas.get(key, 0) + sign * units
+
+    def due_leases(self, now: float) -> list[Record]:
+        due = []
+        for ident in self._due:
+            record = self._records.get(ident)
+            if record is not None and record.state == "leased" and record.expires_at <= now:
+                due.append(record)
+        return due
+
+    def due_queued(self, now: float) -> list[Record]:
+        poll = self.limits.poll_timeout_s
+        return [r for entries in self._queues.values() for r in entries
+                if r.deadline <= now or r.last_poll + poll <= now]
+
+    def purge(self, now: float) -> None:
+        for ident in self._tombs_due:
+            if ident not in self._dirty and ident not in self._purged:
+                self._purged.append(ident)
+
+    def queue_heads(self) -> list[Record]:
+        return [entries[0] for entries in self._queues.values()]
+
+    def queue_of(self, number: str) -> list[Record]:
+        return list(self._queues.get(number, ()))
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._qv + self._seq
+
+    # applying -------------------------------------------------------------------------------
+    def changes(self, lock: str = "") -> list[str | bytes] | None:
+        """The guarded-apply script's arguments for what this step changed (None: nothing).
+
+        Every apply is guarded on the tag's step lock (``P lock``) being free, or held by
+        this step (``lock``, its token: the apply then frees it); see ``RedisStore._step``.
+        """
+        k = self.key
+        now = self._now
+        ops: list[str | bytes] = []
+        guards: list[str | bytes] = []
+
+        def op(*args: str | bytes) -> None:
+            ops.append(str(len(args)))
+            ops.extend(args)
+
+        deltas = {key: d for key, d in self._deltas.items() if d}
+        leases = 0
+        for ident, record in self._dirty.items():
+            before, state = self._orig_state.get(ident), record.state
+            guards += [k("r:" + ident), self._orig.get(ident, b"")]
+            op("SET", k("r:" + ident), encode_record(record))
+            leases += (state == "leased") - (before == "leased")
+            if before in _GONE and state not in _GONE:
+                op("ZREM", k("tombs"), ident)
+            if state == "leased":
+                op("ZADD", k("due"), fmt(record.expires_at), ident)
+            elif state == "queued":
+                op("ZADD", k("due"), fmt(record.deadline), ident)
+                op("ZADD", k("qpoll"), fmt(record.last_poll), ident)
+            else:
+                op("ZADD", k("tombs"), fmt(record.until), ident)
+                if before in _LIVE:
+                    op("ZREM", k("due"), ident)
+            if before == "queued" and state != "queued":
+                op("ZREM", k("q:" + record.number), _qmember(self._orig_seq[ident], ident))
+                op("ZREM", k("qpoll"), ident)
+            if state == "queued" and before != "queued":
+                op("ZADD", k("q:" + record.number), str(-record.priority),
+                   _qmember(record.seq, ident))
+        if leases:
+            deltas["#leases"] = deltas.get("#leases", 0) + leases
+        for number in sorted(self._queue_changed):
+            if number in self._queues and number not in self._qs:
+                op("SADD", k("qs"), number)
+            elif number not in self._queues and number in self._qs:
+                op("SREM", k("qs"), number)
+        for ident in self._purged:
+            op("PURGE", k("tombs"), ident, k("r:" + ident), fmt(now))
+        for field in self._cool_cleared:
+            op("HDEL", k("cool"), field)
+        windows: list[str] = []
+        specs = self.limits.windows
+        for wkey, added in self._events.items():
+            spec = specs.get(wkey)
+            zkey = k("w:" + wkey)
+            for _ in range(added):
+                op("ZADD", zkey, fmt(now), _MEMBER + str(next(_events)))
+            if spec is None:
+                continue
+            limit, period = spec
+            # Events older than the window are never counted (every count is a ZCOUNT
+            # from now - period), so pruning them only bounds memory: about one step in
+            # PRUNE_EVERY does it, leaving a few dozen old events at most.
+            if random.random() < 1 / PRUNE_EVERY:
+                op("ZREMRANGEBYSCORE", zkey, "-inf", fmt(now - period - PRUNE_MARGIN_S))
+            # Guarded unless the kernel itself went past the limit (shadow mode).
+            if self._windows.get(wkey, 0) + added <= limit:
+                windows += [zkey, "(" + fmt(now - period), str(added), str(limit)]
+        if not ops and not deltas:
+            return None
+        guards += [k("lock"), lock]
+        if lock:
+            op("DEL", k("lock"))
+        # Only a step that changes a queue guards the queues' version. One that only read
+        # them (a heartbeat or an admission while calls wait) is ordered before any
+        # concurrent queue change: it only took room (value-guarded) or moved its own
+        # record (version-guarded), so a caller queued meanwhile is still blocked after it.
+        if self._queue_changed:
+            guards += [k("qv"), str(self._qv) if self._qv else ""]
+            op("SET", k("qv"), str(self._qv + max(1, self._seq)))
+        counters: list[str | bytes] = []
+        caps = self.limits.caps
+        for key, delta in deltas.items():
+            bound = ""
+            cap = caps.get(key)
+            if delta > 0 and cap is not None:
+                room = cap - self._reserve.get(key, 0)
+                if self._counts.get(key, 0) + delta <= room:
+                    bound = str(room)
+            counters += [key, str(delta), bound]
+        return [str(len(deltas)), *counters, str(len(guards) // 2), *guards,
+                str(len(windows) // 4), *windows, *ops]
