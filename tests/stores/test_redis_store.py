@@ -6,7 +6,10 @@ The behavioural suite (tests/gate) runs on Redis and on a 3-master cluster throu
 
 from __future__ import annotations
 
+import gc
 import random
+import secrets
+import socket
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ import redis
 from redis.crc import key_slot
 from tests.conftest import stack_from
 from tests.gate.stacks import BASE, N1, N2
+from tests.stores import redis_server
 from tests.stores.redis_server import RedisServer
 
 from callgate.clock import Clock
@@ -117,6 +121,24 @@ def test_every_key_carries_the_stacks_hash_tag(store_url: str) -> None:
     prefix = parse_url(store_url).prefix
     keys = raw(store_url).keys(f"*{prefix}*")
     assert len(keys) > 8 and all(k.startswith(f"{{{prefix}}}:") for k in keys)
+
+
+def _open_sockets() -> set[int]:
+    return {id(o) for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() != -1}
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_closing_a_store_closes_every_socket_it_opened(kind: str) -> None:
+    """close() leaves no socket open, on a cluster too (redis-py's cluster close does not
+    close its nodes' pools; the store does)."""
+    url = redis_server.shared_url() if kind == "redis" else redis_server.shared_cluster_url()
+    before = _open_sockets()
+    stack = stack_from(BASE)
+    store = open_store(f"{url}?prefix=t{secrets.token_hex(8)}", Gate.limits_for(stack))
+    Gate(stack, store, FakeClock()).acquire(Call("c1", "inbound", N1))
+    assert _open_sockets() - before  # it did talk to the server
+    store.close()
+    assert _open_sockets() - before == set()
 
 
 def test_redis_runs_two_small_generic_scripts_and_never_reads_its_clock() -> None:

@@ -594,4 +594,10 @@ class RedisStore:
             raise StoreError(f"Redis store at {self._where} is unreachable: {exc}") from exc
 
     def close(self) -> None:
+        if isinstance(self._client, RedisCluster):
+            # redis-py's cluster close() closes each node's client, but those clients do not
+            # own their pools, so their sockets would stay open until garbage collection.
+            for node in self._client.get_nodes():  # type: ignore[no-untyped-call]
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
         self._client.close()
