@@ -471,11 +471,9 @@ class Gate:
                             retry_after_s=None,
                             message=prompts_for(self.stack, call.number).hold_message)
         if kind is VerdictKind.QUEUE_FULL:
-            # Name the layer that was full (a full trunk is a SIP 503, a full number a 486),
-            # as a queued call's decision would; the queue itself only when no layer is.
-            full = [b for b in verdict.blockers if not b.key.startswith("queue:")]
-            layer, scope = (split_key(self._pick(call, tuple(full), now)[0].key) if full
-                            else (Layer.QUEUE, call.number))
+            # The kernel named the full layer on the record (kernel.full_key), as a replay does.
+            assert record is not None and record.blocker_key is not None
+            layer, scope = split_key(record.blocker_key)
             return Decision(call.call_id, Outcome.REJECTED, layer, scope,
                             Reason.QUEUE_FULL, retry_after_s=inbound.retry_after,
                             message=prompts_for(self.stack, call.number).overflow_message)

@@ -166,6 +166,17 @@ def test_queue_full_names_a_full_trunk(make_gate: GateFactory) -> None:
     assert decision.retry_after_s == 300
 
 
+def test_a_retried_queue_full_refusal_names_the_same_layer(make_gate: GateFactory) -> None:
+    """A retransmitted call id gets back the refusal it had, naming the same full layer."""
+    gate, _ = make_gate(BASE.replace("max_concurrent = 4", "max_concurrent = 1")
+                        .replace("queue_max = 3", "queue_max = 0"))
+    gate.acquire(inbound("c1"))
+    first = gate.acquire(inbound("c2", number=N2))
+    again = gate.acquire(inbound("c2", number=N2))
+    assert (again.outcome, again.reason) == (Outcome.REJECTED, Reason.QUEUE_FULL)
+    assert (again.layer, again.scope) == (first.layer, first.scope) == (Layer.TRUNK, "t1")
+
+
 def test_queue_full_after_a_promotion_names_the_full_number(make_gate: GateFactory) -> None:
     """A promotion refills the number; the next refusal past queue_max names the number."""
     gate, _ = make_gate(BASE.replace("queue_max = 3", "queue_max = 1"))

@@ -129,6 +129,16 @@ def end_lease(st: State, record: Record, now: float, how: str) -> None:
     st.put(record)
 
 
+def full_key(blockers: list[Blocker], number: str, now: float) -> str:
+    """The scope a ``queue_full`` refusal names: the full layer that frees last (a full trunk
+    is a SIP 503, a full number a 486), first on ties; the queue only when no layer is full
+    (the callers already waiting fill it). Kept on the record, so a replay names it too."""
+    full = [b for b in blockers if not b.key.startswith("queue:")]
+    if not full:
+        return f"queue:{number}"
+    return max(full, key=lambda b: now if b.until is None else b.until).key
+
+
 def reject(
     st: State, record: Record, now: float, reason: Reason, key: str, retry_after_s: float | None
 ) -> None:
@@ -420,7 +430,7 @@ def acquire(st: State, claim: Claim, now: float) -> Verdict:
     )
     queue_len = len(st.queue_of(claim.number))
     if queue_len >= claim.queue.queue_max or claim.queue.max_wait_s <= 0:
-        reject(st, record, now, Reason.QUEUE_FULL, f"queue:{claim.number}", None)
+        reject(st, record, now, Reason.QUEUE_FULL, full_key(blockers, claim.number, now), None)
         return Verdict(VerdictKind.QUEUE_FULL, record, tuple(blockers))
     record.claim = claim
     record.seq = st.next_seq()
