@@ -2,13 +2,14 @@
 
 The store takes all of a call's slots in one atomic step or none (see
 :mod:`callgate.stores.kernel`); the gate owns everything around that step: which slots
-a call needs, what a blocked call is told (queue, retry later, reject), retry timing,
-messages, shadow mode and what happens when the store cannot be reached.
+a call needs (the routes, built at each load), the clock, and handing the verdict to
+:mod:`callgate.policy`, which says what the caller is told. It knows stores only by their
+contract (:class:`~callgate.stores.base.Store`); ``on_store_error = "admit_local"`` wraps
+the store in a :class:`~callgate.stores.fallback.FallbackStore`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
@@ -20,22 +21,18 @@ from typing import Any
 from callgate.clock import Clock
 from callgate.config import Stack, Window
 from callgate.durations import format_duration
-from callgate.errors import CallConflictError, StoreError, UnknownNumberError, UnknownProviderError
+from callgate.errors import StoreError, UnknownNumberError, UnknownProviderError
 from callgate.model import (
     Call,
     Decision,
-    Layer,
-    Lease,
-    Outcome,
-    QueueInfo,
     Reason,
     ReleaseResult,
     RenewResult,
     RenewStatus,
 )
-from callgate.prompts import prompts_for
+from callgate.policy import Policy, lease_of
 from callgate.stores.base import (
-    Blocker,
+    DISABLED,
     Claim,
     KeyGroup,
     Limits,
@@ -43,15 +40,11 @@ from callgate.stores.base import (
     Record,
     SlotNeed,
     Store,
-    Verdict,
-    VerdictKind,
     split_key,
 )
-from callgate.stores.memory import DISABLED, MemoryStore
+from callgate.stores.fallback import FallbackStore
 
 log = logging.getLogger("callgate.gate")
-
-ENDED_MESSAGE = "This call has already ended; a new call needs a new call id."
 
 
 def window_key(layer: str, scope: str, window: Window) -> str:
@@ -73,6 +66,7 @@ class _Loaded:
     limits: Limits
     routes: dict[tuple[str, str], _Route]
     queue_policy: QueuePolicy
+    policy: Policy
     # The settings every claim copies, read once here rather than per call.
     lease_ttl_s: float
     dial_ttl_s: float
@@ -103,12 +97,11 @@ class Gate:
         self, stack: Stack, store: Store, clock: Clock, *, rng: random.Random | None = None
     ) -> None:
         self.clock = clock
-        self._store = store
+        self._primary = store
+        self._store = store  # the primary, or a FallbackStore around it (admit_local)
         self._rng = rng or random.Random()
-        self._local: MemoryStore | None = None
-        self._local_calls: dict[str, str] = {}
         self._apply(stack)
-        store.configure(self._loaded.limits)
+        self._store.configure(self._loaded.limits)
 
     # configuration ----------------------------------------------------------
     @staticmethod
@@ -140,15 +133,9 @@ class Gate:
             add_windows("provider", name, pool.windows)
         for name, resource in stack.resources.items():
             caps[f"resource:{name}"] = resource.capacity
-        if fraction != 1.0:
-            # At least one of everything: a fraction that rounds a small cap to zero would
-            # make admit_local refuse like reject (the operator chose to admit in an outage).
-            caps = {key: max(1, math.floor(cap * fraction)) for key, cap in caps.items()}
-            windows = {k: (max(1, math.floor(lim * fraction)), per)
-                       for k, (lim, per) in windows.items()}
         settings = stack.gate
         return Limits(caps, windows, settings.poll_timeout, settings.tombstone_ttl,
-                      settings.ended_ttl, tuple(stack.accounts))
+                      settings.ended_ttl, tuple(stack.accounts)).scaled(fraction)
 
     @property
     def stack(self) -> Stack:
@@ -157,7 +144,7 @@ class Gate:
     @property
     def store_does_io(self) -> bool:
         """False when every decision stays in this process's memory (no blocking I/O)."""
-        return not isinstance(self._store, MemoryStore)
+        return self._store.does_io
 
     def _apply(self, stack: Stack) -> None:
         # Everything derived from the stack is built aside and swapped in with one
@@ -193,23 +180,22 @@ class Gate:
                 queue = queue_policy if direction == "inbound" else None
                 routes[(number, direction)] = _Route(spec.account, slots, windows, *full, queue)
         settings = stack.gate
-        self._loaded = _Loaded(stack, self.limits_for(stack), routes, queue_policy,
+        limits = self.limits_for(stack)
+        self._loaded = _Loaded(stack, limits, routes, queue_policy, Policy(stack, limits),
                                settings.lease_ttl, stack.outbound.dial_ttl,
                                settings.max_call_duration, settings.mode == "shadow")
-        if stack.gate.on_store_error == "admit_local":
-            local_limits = self.limits_for(stack, stack.gate.local_fraction)
-            if self._local is None:
-                self._local = MemoryStore(local_limits)
-            else:
-                self._local.configure(local_limits)
+        fraction = settings.local_fraction if settings.on_store_error == "admit_local" else None
+        if isinstance(self._store, FallbackStore):
+            # Kept once made (even with admit_local switched off): its calls still end there.
+            self._store.fraction = fraction
+        elif fraction is not None:
+            self._store = FallbackStore(self._primary, fraction)
 
     def reload(self, stack: Stack) -> None:
         """Swap in a new stack; every lease and queue entry is kept, disabled keys re-enabled."""
         self._apply(stack)
         self._store.configure(self._loaded.limits)
         self._store.clear_disabled(self.clock())
-        if self._local is not None:
-            self._local.clear_disabled(self.clock())
 
     def account_of(self, number: str) -> str:
         spec = self.stack.numbers.get(number)
@@ -305,13 +291,19 @@ class Gate:
         """May ``call`` start now? Idempotent on (account, call_id); see DESIGN.md."""
         claim = self.claim_for(call, ttl_s)
         now = self.clock()
-        if self._local is not None and self._local_calls.get(call.call_id) == claim.account:
-            return self._shape(call, self._local.acquire(claim, now), now, local=True)
+        policy = self._loaded.policy
         try:
             verdict = self._store.acquire(claim, now)
         except StoreError as exc:
-            return self._store_down(call, claim, now, exc)
-        return self._shape(call, verdict, now)
+            log.error("store unavailable for %s: %s", call.call_id, exc)
+            return policy.store_down(call, self._rng)
+        decision, final_key = policy.decide(call, verdict, now, self._rng)
+        if final_key is not None:
+            self._remember_rejection(call, final_key, now)
+        elif decision.reason is Reason.SHADOW:
+            log.warning("shadow: %s would be refused at %s %s",
+                        call.call_id, decision.layer, decision.scope)
+        return decision
 
     def renew(
         self, call_id: str, account: str | None = None, ttl_s: float | None = None
@@ -323,32 +315,14 @@ class Gate:
         """
         if ttl_s is not None:
             ttl_s = min(ttl_s, self._loaded.max_duration_s)
-        store: Store = self._store
-        if self._local is not None and self._is_local(call_id, account):
-            assert self._local is not None
-            store = self._local
-            account = self._local_calls[call_id]
-        outcome = store.renew(account, call_id, ttl_s, self.clock())
-        lease = _lease(outcome.record) if outcome.status == "renewed" else None
+        outcome = self._store.renew(account, call_id, ttl_s, self.clock())
+        lease = lease_of(outcome.record) if outcome.status == "renewed" else None
         return RenewResult(RenewStatus(outcome.status), lease)
 
     def release(self, call_id: str, account: str | None = None) -> ReleaseResult:
         """Free a lease, or cancel a queued call; idempotent."""
-        now = self.clock()
-        if self._local is not None and self._is_local(call_id, account):
-            assert self._local is not None
-            local_account = self._local_calls.pop(call_id)
-            released, cancelled = self._local.release(local_account, call_id, now)
-        else:
-            released, cancelled = self._store.release(account, call_id, now)
+        released, cancelled = self._store.release(account, call_id, self.clock())
         return _RELEASE_RESULTS[bool(released), bool(cancelled)]
-
-    def _is_local(self, call_id: str, account: str | None) -> bool:
-        """Whether ``call_id`` (of ``account``, if named) holds a lease of this process only."""
-        if self._local is None:
-            return False
-        held_by = self._local_calls.get(call_id)
-        return held_by is not None and account in (None, held_by)
 
     def report_provider_error(
         self, provider: str, key: str, status: int, retry_after_s: float | None = None
@@ -371,15 +345,11 @@ class Gate:
                 "reload), 429 or 500-599 (cool down for retry_after_s, else the pool's cooldown)"
             )
         self._store.cooldown(provider, key, until)
-        if self._local is not None:
-            self._local.cooldown(provider, key, until)
         log.info("provider key %s:%s status %s: cooling until %s", provider, key, status, until)
         return until
 
     def expire(self) -> int:
         """Expire due leases and stale queue entries now (the service's reaper calls this)."""
-        if self._local is not None:
-            self._local.expire(self.clock())
         return self._store.expire(self.clock())
 
     def ping(self) -> None:
@@ -426,78 +396,7 @@ class Gate:
             })
         return entries
 
-    # shaping decisions ------------------------------------------------------------
-    def _shape(self, call: Call, verdict: Verdict, now: float, local: bool = False) -> Decision:
-        kind = verdict.kind
-        record = verdict.record
-        if kind is VerdictKind.ADMITTED and not local and not verdict.blockers:
-            # The common answer first: a plain admission (or a promotion) and nothing else.
-            assert record is not None
-            if record.promoted:
-                return Decision(call.call_id, Outcome.ADMITTED, Layer.QUEUE, call.number,
-                                Reason.PROMOTED, _lease(record))
-            return Decision(call.call_id, Outcome.ADMITTED, Layer.NUMBER, call.number,
-                            Reason.ADMITTED, _lease(record))
-        inbound = self.stack.inbound
-        if kind is VerdictKind.CONFLICT:
-            raise CallConflictError(
-                f"call id {call.call_id!r} was already used with a different body; "
-                "use a new call id for a new call"
-            )
-        if kind is VerdictKind.ADMITTED:
-            assert record is not None
-            lease = _lease(record)
-            if local:
-                self._local_calls[call.call_id] = record.account
-                return Decision(call.call_id, Outcome.ADMITTED, Layer.STORE, "local",
-                                Reason.ADMITTED_LOCAL, lease)
-            if verdict.blockers:  # shadow mode admitted a call it would have refused
-                pick, _ = self._pick(call, verdict.blockers, now)
-                layer, scope = split_key(pick.key)
-                log.warning("shadow: %s would be refused at %s %s (%s)",
-                            call.call_id, layer, scope, pick.reason)
-                return Decision(call.call_id, Outcome.ADMITTED, layer, scope, Reason.SHADOW, lease)
-            if record.promoted:
-                return Decision(call.call_id, Outcome.ADMITTED, Layer.QUEUE, call.number,
-                                Reason.PROMOTED, lease)
-            return Decision(call.call_id, Outcome.ADMITTED, Layer.NUMBER, call.number,
-                            Reason.ADMITTED, lease)
-        if kind is VerdictKind.QUEUED:
-            pick, wait = self._pick(call, verdict.blockers, now)
-            layer, scope = split_key(pick.key)
-            estimate = max(wait, self._queue_estimate(pick.key, verdict.position))
-            return Decision(call.call_id, Outcome.QUEUED, layer, scope, pick.reason,
-                            queue=QueueInfo(verdict.position, round(estimate, 3)),
-                            retry_after_s=None,
-                            message=prompts_for(self.stack, call.number).hold_message)
-        if kind is VerdictKind.QUEUE_FULL:
-            # The kernel named the full layer on the record (kernel.full_key), as a replay does.
-            assert record is not None and record.blocker_key is not None
-            layer, scope = split_key(record.blocker_key)
-            return Decision(call.call_id, Outcome.REJECTED, layer, scope,
-                            Reason.QUEUE_FULL, retry_after_s=inbound.retry_after,
-                            message=prompts_for(self.stack, call.number).overflow_message)
-        if kind is VerdictKind.BLOCKED:
-            pick, wait = self._pick(call, verdict.blockers, now)
-            layer, scope = split_key(pick.key)
-            if call.attempt >= self.stack.outbound.max_attempts:
-                self._remember_rejection(call, pick.key, now)
-                return Decision(call.call_id, Outcome.REJECTED, layer, scope,
-                                Reason.MAX_ATTEMPTS, message=_attempts_message(call.attempt))
-            return Decision(call.call_id, Outcome.RETRY_LATER, layer, scope, pick.reason,
-                            retry_after_s=round(wait, 3))
-        if kind is VerdictKind.REPLAY:
-            assert record is not None and record.reason is not None
-            layer, scope = split_key(record.blocker_key or f"queue:{call.number}")
-            retry = inbound.retry_after if call.direction == "inbound" else None
-            message = (prompts_for(self.stack, call.number).overflow_message
-                       if call.direction == "inbound"
-                       else _attempts_message(call.attempt))
-            return Decision(call.call_id, Outcome.REJECTED, layer, scope, record.reason,
-                            retry_after_s=retry, message=message)
-        return Decision(call.call_id, Outcome.REJECTED, Layer.NUMBER, call.number,
-                        Reason.CALL_ENDED, message=ENDED_MESSAGE)
-
+    # final rejections -------------------------------------------------------------
     def _remember_rejection(self, call: Call, key: str, now: float) -> None:
         """Tombstone a final rejection so retries of the same id replay it."""
         try:
@@ -510,62 +409,10 @@ class Gate:
         except StoreError as exc:  # the rejection stands; only its replay is lost
             log.warning("could not record the rejection of %s: %s", call.call_id, exc)
 
-    def _pick(self, call: Call, blockers: tuple[Blocker, ...], now: float) -> tuple[Blocker, float]:
-        """The blocker with the largest retry-after, and that retry-after in seconds."""
-        backoff = self._backoff(call.attempt)
-        best: tuple[float, Blocker] | None = None
-        for blocker in blockers:
-            wait = max(0.0, blocker.until - now) if blocker.until is not None else backoff
-            if math.isinf(wait):
-                wait = self.stack.outbound.retry_max
-            if best is None or wait > best[0]:
-                best = (wait, blocker)
-        assert best is not None, "a blocked verdict always carries a blocker"
-        return best[1], best[0]
-
-    def _queue_estimate(self, key: str, position: int) -> float:
-        """Seconds until ``position`` callers have passed through the blocking scope."""
-        limits = self._loaded.limits
-        window = limits.windows.get(key)
-        if window is not None:
-            limit, period = window
-            return position * period / max(limit, 1)
-        cap = limits.caps.get(key) or 1
-        return position * self.stack.inbound.handle_time / cap
-
-    def _backoff(self, attempt: int) -> float:
-        out = self.stack.outbound
-        ceiling = min(out.retry_max, out.retry_base * 2 ** min(attempt - 1, 60))
-        return self._rng.uniform(0.0, ceiling) if out.jitter == "full" else ceiling
-
-    def _store_down(self, call: Call, claim: Claim, now: float, exc: StoreError) -> Decision:
-        log.error("store unavailable for %s: %s", call.call_id, exc)
-        settings = self.stack.gate
-        if settings.on_store_error == "admit_local" and self._local is not None:
-            local_claim = dataclasses.replace(claim, queue=None, force=False)
-            verdict = self._local.acquire(local_claim, now)
-            if verdict.kind is VerdictKind.ADMITTED:
-                return self._shape(call, verdict, now, local=True)
-        retry = self.stack.inbound.retry_after if call.direction == "inbound" else self._backoff(
-            call.attempt)
-        return Decision(call.call_id, Outcome.REJECTED, Layer.STORE, settings.store.split(":")[0],
-                        Reason.STORE_UNAVAILABLE, retry_after_s=round(retry, 3),
-                        message=prompts_for(self.stack, call.number).overflow_message)
-
 
 # Results are immutable values: one of each, shared, rather than one built per release.
 _RELEASE_RESULTS = {(released, cancelled): ReleaseResult(released, cancelled)
                     for released in (False, True) for cancelled in (False, True)}
-
-
-def _attempts_message(attempt: int) -> str:
-    return f"gave up after {attempt} attempt(s): every retry found a layer full"
-
-
-def _lease(record: Record | None) -> Lease:
-    assert record is not None
-    return Lease(record.call_id, record.account, record.expires_at, record.ttl_s,
-                 dict(record.keys), record.admitted_at)
 
 
 _FINGERPRINTS: dict[tuple[str, str, str | None, int], str] = {}

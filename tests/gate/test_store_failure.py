@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,8 +11,9 @@ from pathlib import Path
 from tests.conftest import stack_from
 from tests.gate.stacks import BASE, N1
 
+from callgate import gate as gate_module
 from callgate.gate import Gate
-from callgate.model import Call, Layer, Outcome, Reason
+from callgate.model import Call, Layer, Outcome, Reason, RenewStatus
 from callgate.stores import SqliteStore
 from callgate.testing import FakeClock
 
@@ -26,6 +28,11 @@ def locked(path: Path) -> Iterator[None]:
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def in_use(gate: Gate, layer: str, scope: str) -> int:
+    rows = gate.usage()["layers"]
+    return next(int(r["in_use"]) for r in rows if (r["layer"], r["scope"]) == (layer, scope))
 
 
 def gate_on(path: Path, text: str) -> Gate:
@@ -68,3 +75,60 @@ def test_admit_local_keeps_at_least_one_of_each_cap_and_window(tmp_path: Path) -
         second = gate.acquire(Call("c2", "inbound", N1))
     assert first.reason is Reason.ADMITTED_LOCAL
     assert second.reason is Reason.STORE_UNAVAILABLE
+
+
+ADMIT_LOCAL = BASE.replace('tombstone_ttl = "60s"', 'tombstone_ttl = "60s"\n'
+                           'on_store_error = "admit_local"\nlocal_fraction = 0.5')
+
+
+def test_a_local_call_is_renewed_and_released_locally_while_the_store_is_back(
+    tmp_path: Path,
+) -> None:
+    """A call admitted locally stays local: renew and release find it by call id, even after
+    the store answers again, and release it exactly once."""
+    gate = gate_on(tmp_path / "g.db", ADMIT_LOCAL)
+    with locked(tmp_path / "g.db"):
+        assert gate.acquire(Call("c1", "inbound", N1)).reason is Reason.ADMITTED_LOCAL
+    assert gate.renew("c1").status is RenewStatus.RENEWED
+    assert gate.renew("c1", account="acme").status is RenewStatus.RENEWED
+    assert gate.release("c1", account="other").released is False  # not that account's call
+    assert gate.release("c1").released
+    assert gate.release("c1").released is False
+    assert in_use(gate, "number", N1) == 0  # the shared store never counted it
+
+
+def test_a_local_lease_that_expires_is_forgotten(tmp_path: Path) -> None:
+    """A local lease nobody renews expires like any lease; its call id is then the store's."""
+    gate = gate_on(tmp_path / "g.db", ADMIT_LOCAL)
+    clock = gate.clock
+    assert isinstance(clock, FakeClock)
+    with locked(tmp_path / "g.db"):
+        gate.acquire(Call("c1", "inbound", N1))
+    clock.advance(31)
+    gate.expire()
+    assert gate.renew("c1").status is RenewStatus.UNKNOWN
+    assert gate.acquire(Call("c1", "inbound", N1)).reason is Reason.ADMITTED  # in the store
+
+
+def test_switching_admit_local_off_keeps_the_local_calls_until_they_end(tmp_path: Path) -> None:
+    """A reload to on_store_error = reject refuses new local admissions; calls already local
+    are still renewed and released where they live."""
+    gate = gate_on(tmp_path / "g.db", ADMIT_LOCAL)
+    with locked(tmp_path / "g.db"):
+        gate.acquire(Call("c1", "inbound", N1))
+    gate.reload(stack_from(BASE))
+    with locked(tmp_path / "g.db"):
+        refused = gate.acquire(Call("c2", "inbound", N1))
+        assert gate.renew("c1").status is RenewStatus.RENEWED
+        assert gate.release("c1").released
+    assert refused.reason is Reason.STORE_UNAVAILABLE
+
+
+def test_the_gate_knows_stores_only_by_their_contract() -> None:
+    """gate.py imports no store backend (memory, SQLite, Redis): only the contract and the
+    fallback wrapper, so every store is used the same way."""
+    source = Path(gate_module.__file__).read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom) and node.module}
+    assert {m for m in imported if m.startswith("callgate.stores")} == {
+        "callgate.stores.base", "callgate.stores.fallback"}

@@ -60,6 +60,7 @@ once). "Config order" is the order of the stack file (``Limits.accounts``, a poo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -68,6 +69,8 @@ from typing import Literal, Protocol
 from callgate.model import Direction, Layer, Reason
 
 RecordState = Literal["leased", "queued", "rejected", "ended"]
+
+DISABLED = float("inf")  # a key cooled "until" this is disabled until the next reload
 
 
 def split_key(key: str) -> tuple[Layer, str]:
@@ -160,6 +163,18 @@ class Limits:
     ended_ttl_s: float
     accounts: tuple[str, ...] = ()
 
+    def scaled(self, fraction: float) -> Limits:
+        """These limits with every cap and window limit times ``fraction``, rounded down
+        but never below one: a fraction that rounded a small cap to zero would make
+        ``admit_local`` refuse like ``reject`` (the operator chose to admit in an outage)."""
+        if fraction == 1.0:
+            return self
+        return Limits(
+            {key: max(1, math.floor(cap * fraction)) for key, cap in self.caps.items()},
+            {key: (max(1, math.floor(limit * fraction)), period)
+             for key, (limit, period) in self.windows.items()},
+            self.poll_timeout_s, self.tombstone_ttl_s, self.ended_ttl_s, self.accounts)
+
 
 @dataclass(frozen=True)
 class Blocker:
@@ -222,6 +237,7 @@ class Verdict:
     blockers: tuple[Blocker, ...] = ()
     position: int = 0
     replay: bool = False
+    local: bool = False  # admitted by a FallbackStore's in-process store while the primary was down
 
 
 @dataclass(frozen=True)
@@ -258,6 +274,10 @@ class UsageSnapshot:
 
 class Store(Protocol):
     """What every store offers; each method is one atomic step at time ``now``."""
+
+    # False when every step stays in this process's memory: the service then decides on
+    # its event loop instead of a worker thread.
+    does_io: bool
 
     def configure(self, limits: Limits) -> None: ...
     def acquire(self, claim: Claim, now: float) -> Verdict: ...

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from callgate.stores import kernel
 from callgate.stores.base import (
+    DISABLED,
     Claim,
     Limits,
     Record,
@@ -17,8 +18,6 @@ from callgate.stores.base import (
     UsageSnapshot,
     Verdict,
 )
-
-DISABLED = float("inf")
 
 
 class _Counts(dict[str, int]):
@@ -205,6 +204,8 @@ class _MemoryState:
 
 class MemoryStore:
     """Every primitive under one ``threading.Lock``; state is lost when the process ends."""
+
+    does_io = False
 
     def __init__(self, limits: Limits) -> None:
         self._lock = threading.Lock()

@@ -319,6 +319,8 @@ class RedisStore:
     :class:`Snapshot`.
     """
 
+    does_io = True
+
     def __init__(self, client: redis.Redis | RedisCluster, limits: Limits, *,
                  prefix: str = "callgate", sharing: Sharing = "stack",
                  where: str = "redis") -> None:

@@ -347,6 +347,8 @@ def _claim_keys(claim: Claim) -> list[str]:
 class SqliteStore:
     """A store in one SQLite file; safe to share between threads and processes."""
 
+    does_io = True
+
     def __init__(self, path: str | Path, limits: Limits, busy_timeout_s: float = 2.0) -> None:
         self.path = str(path)
         self._limits = limits
