@@ -38,6 +38,7 @@ from callgate.stores.base import (
     Limits,
     QueuePolicy,
     Record,
+    Route,
     SlotNeed,
     Store,
     split_key,
@@ -55,9 +56,6 @@ def _applies(window: Window, direction: str) -> bool:
     return window.direction in ("any", direction)
 
 
-_Parts = tuple[tuple[SlotNeed, ...], tuple[KeyGroup, ...], tuple[str, ...]]
-
-
 @dataclass(frozen=True)
 class _Loaded:
     """What the gate derives from one stack, swapped in whole on reload."""
@@ -72,9 +70,9 @@ class _Loaded:
     dial_ttl_s: float
     max_duration_s: float
     force: bool
-    # Slots, groups and windows of calls that name their own providers or resources, built
-    # once per distinct request: stores cache per route on the identity of these tuples.
-    overrides: dict[tuple[object, ...], _Parts] = field(default_factory=dict)
+    # The routes of calls that name their own providers or resources, compiled once per
+    # distinct request (and bounded: see Gate._overrides).
+    overrides: dict[tuple[object, ...], Route] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,9 +82,7 @@ class _Route:
     account: str
     base_slots: tuple[SlotNeed, ...]  # trunk, number, account
     base_windows: tuple[str, ...]
-    slots: tuple[SlotNeed, ...] = ()  # with the stack's resources: calls without overrides
-    groups: tuple[KeyGroup, ...] = ()
-    windows: tuple[str, ...] = ()
+    route: Route | None = None  # with the stack's resources and pools: calls without overrides
     queue: QueuePolicy | None = None  # inbound routes queue; outbound never does
 
 
@@ -178,7 +174,7 @@ class Gate:
                 probe = Call("-", direction, number)
                 full = self._overridden(probe, base, stack)
                 queue = queue_policy if direction == "inbound" else None
-                routes[(number, direction)] = _Route(spec.account, slots, windows, *full, queue)
+                routes[(number, direction)] = _Route(spec.account, slots, windows, full, queue)
         settings = stack.gate
         limits = self.limits_for(stack)
         self._loaded = _Loaded(stack, limits, routes, queue_policy, Policy(stack, limits),
@@ -220,9 +216,10 @@ class Gate:
                 f"number {call.number!r} is not in the stack; add it under [numbers] to gate it"
             )
         if call.resources is None and call.providers is None:
-            slots, groups, windows = route.slots, route.groups, route.windows
+            compiled = route.route
+            assert compiled is not None
         else:
-            slots, groups, windows = self._overrides(call, route, loaded)
+            compiled = self._overrides(call, route, loaded)
         first_ttl_s = 0.0
         if ttl_s is not None:
             ttl_s = min(ttl_s, loaded.max_duration_s)
@@ -233,11 +230,11 @@ class Gate:
         # Positional: this runs once per decision and keywords cost measurably more.
         return Claim(
             route.account, call.call_id, call.number, call.direction, call.priority,
-            fingerprint(call), slots, groups, windows, ttl_s, loaded.max_duration_s,
+            fingerprint(call), compiled, ttl_s, loaded.max_duration_s,
             route.queue, loaded.force, first_ttl_s,
         )
 
-    def _overrides(self, call: Call, route: _Route, loaded: _Loaded) -> _Parts:
+    def _overrides(self, call: Call, route: _Route, loaded: _Loaded) -> Route:
         """:meth:`_overridden`, memoised per (number, direction, providers, resources)."""
         resources = None if call.resources is None else tuple(call.resources.items())
         ident = (call.number, call.direction, call.providers, resources)
@@ -253,10 +250,9 @@ class Gate:
         return parts
 
     @staticmethod
-    def _overridden(
-        call: Call, route: _Route, stack: Stack
-    ) -> _Parts:
-        """Slots, groups and windows for a call that names its own providers or resources."""
+    def _overridden(call: Call, route: _Route, stack: Stack) -> Route:
+        """The route of a call that names its own providers or resources (or of the
+        stack's defaults, for the probe call :meth:`_apply` compiles each route with)."""
         if call.resources is None:
             units = {name: r.per_call for name, r in stack.resources.items()}
         else:
@@ -284,7 +280,7 @@ class Gate:
                 window_key("provider", name, w) for w in pool.windows
                 if _applies(w, call.direction)
             )
-        return slots, tuple(groups), windows
+        return Route(slots, tuple(groups), windows)
 
     # primitives -----------------------------------------------------------------
     def acquire(self, call: Call, *, ttl_s: float | None = None) -> Decision:

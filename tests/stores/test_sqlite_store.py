@@ -15,7 +15,7 @@ from callgate.errors import StoreError
 from callgate.gate import Gate
 from callgate.model import Call, Outcome, Reason
 from callgate.stores import SqliteStore
-from callgate.stores.base import Claim, KeyGroup, QueuePolicy, Record, SlotNeed
+from callgate.stores.base import Claim, KeyGroup, QueuePolicy, Record, Route, SlotNeed
 from callgate.stores.codec import SEP, UNITS, record_row, row_record
 from callgate.testing import FakeClock
 
@@ -47,8 +47,9 @@ def records(draw: st.DrawFn) -> Record:
     taken = tuple(item for part in parts for item in part)
     chosen = {key.split(":")[1]: key.split(":", 2)[2] for key, _ in taken
               if key.startswith("provider:") and key.count(":") >= 2}
-    claim = Claim(account, "c", number, "inbound", 2, "f" * 24, (SlotNeed("trunk:t", 2, 1),),
-                  (KeyGroup("llm", ("k1", "k2")),), ("window:trunk:t:inbound:1s",), 30.0, 60.0,
+    route = Route((SlotNeed("trunk:t", 2, 1),), (KeyGroup("llm", ("k1", "k2")),),
+                  ("window:trunk:t:inbound:1s",))
+    claim = Claim(account, "c", number, "inbound", 2, "f" * 24, route, 30.0, 60.0,
                   QueuePolicy(3, 120.0))
     return Record(
         account=account, call_id=draw(st.sampled_from(["c1", "x:y"])),

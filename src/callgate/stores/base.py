@@ -120,14 +120,49 @@ class QueuePolicy:
     max_wait_s: float
 
 
+class Route:
+    """What one kind of call needs: its all-of slots, provider key groups and windows.
+
+    The gate compiles one per number, direction and override at (re)load and every claim of
+    that kind points to it. What the kernel derives from a route (its plan under some
+    limits, the slots a lease holds for a key choice) is kept on the route itself, so it is
+    computed once per route and dropped with it on reload. A claim read back from a store
+    gets a route of its own.
+    """
+
+    __slots__ = ("groups", "held", "plan", "scopes", "slots", "windows")
+
+    def __init__(self, slots: tuple[SlotNeed, ...], groups: tuple[KeyGroup, ...],
+                 windows: tuple[str, ...]) -> None:
+        self.slots = slots
+        self.groups = groups
+        self.windows = windows
+        keys = {slot.key for slot in slots} | {g.pool_key for g in groups}
+        # Every slot key a claim of this route may read, sorted.
+        self.scopes: tuple[str, ...] = tuple(sorted(
+            keys | {g.key_slot(alias) for g in groups for alias in g.keys}))
+        self.plan: object = None  # the kernel's plan, for the limits it was made under
+        # The slots a lease holds, per key choice (the chosen aliases in group order).
+        self.held: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Route) and (self.slots, self.groups, self.windows) == (
+            other.slots, other.groups, other.windows)
+
+    def __hash__(self) -> int:
+        return hash((self.slots, self.groups, self.windows))
+
+    def __repr__(self) -> str:
+        return f"Route({self.slots!r}, {self.groups!r}, {self.windows!r})"
+
+
 @dataclass(slots=True)
 class Claim:
     """Everything one call needs, as the gate computed it from the stack.
 
     Treat it as immutable. It is not frozen because one is built per decision and a frozen
-    dataclass's ``__init__`` costs several times a slotted one's; ``slots``, ``groups`` and
-    ``windows`` are the gate's per-route tuples, shared by every claim of the route (stores
-    cache per route on their identity).
+    dataclass's ``__init__`` costs several times a slotted one's; ``route`` is shared by
+    every claim of the same kind (see :class:`Route`).
     """
 
     account: str
@@ -136,9 +171,7 @@ class Claim:
     direction: Direction
     priority: int
     fingerprint: str
-    slots: tuple[SlotNeed, ...]
-    groups: tuple[KeyGroup, ...]
-    windows: tuple[str, ...]
+    route: Route
     ttl_s: float  # what every renew without its own TTL applies
     max_duration_s: float
     queue: QueuePolicy | None = None
@@ -147,9 +180,21 @@ class Claim:
     # ring time (``[outbound] dial_ttl``), which the first renew or the answer replaces.
     first_ttl_s: float = 0.0
 
-    def scopes(self) -> set[str]:
-        keys = {slot.key for slot in self.slots} | {g.pool_key for g in self.groups}
-        return keys | {g.key_slot(alias) for g in self.groups for alias in g.keys}
+    @property
+    def slots(self) -> tuple[SlotNeed, ...]:
+        return self.route.slots
+
+    @property
+    def groups(self) -> tuple[KeyGroup, ...]:
+        return self.route.groups
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        return self.route.windows
+
+    def scopes(self) -> tuple[str, ...]:
+        """Every slot key this claim may read, sorted."""
+        return self.route.scopes
 
 
 @dataclass(frozen=True)

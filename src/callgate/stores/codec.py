@@ -17,7 +17,15 @@ from dataclasses import asdict, fields
 from typing import Any, Literal
 
 from callgate.model import Direction, Reason
-from callgate.stores.base import Claim, KeyGroup, QueuePolicy, Record, RecordState, SlotNeed
+from callgate.stores.base import (
+    Claim,
+    KeyGroup,
+    QueuePolicy,
+    Record,
+    RecordState,
+    Route,
+    SlotNeed,
+)
 
 COLUMNS = ("call_id, account, state, number, direction, priority, fingerprint, held, keys, "
            "admitted_at, expires_at, max_end, ttl_s, promoted, seq, enqueued_at, deadline, "
@@ -176,7 +184,8 @@ def row_record(row: Sequence[Any]) -> Record:
 
 
 def dump_claim(claim: Claim) -> dict[str, Any]:
-    data = {f.name: getattr(claim, f.name) for f in fields(Claim)}
+    data = {f.name: getattr(claim, f.name) for f in fields(Claim) if f.name != "route"}
+    data["windows"] = claim.windows
     data["slots"] = [asdict(slot) for slot in claim.slots]
     data["groups"] = [{"provider": g.provider, "keys": g.keys} for g in claim.groups]
     data["queue"] = asdict(claim.queue) if claim.queue is not None else None
@@ -188,9 +197,10 @@ def load_claim(data: dict[str, Any]) -> Claim:
     return Claim(
         account=data["account"], call_id=data["call_id"], number=data["number"],
         direction=data["direction"], priority=data["priority"], fingerprint=data["fingerprint"],
-        slots=tuple(SlotNeed(**slot) for slot in data["slots"]),
-        groups=tuple(KeyGroup(g["provider"], tuple(g["keys"])) for g in data["groups"]),
-        windows=tuple(data["windows"]), ttl_s=data["ttl_s"],
+        route=Route(tuple(SlotNeed(**slot) for slot in data["slots"]),
+                    tuple(KeyGroup(g["provider"], tuple(g["keys"])) for g in data["groups"]),
+                    tuple(data["windows"])),
+        ttl_s=data["ttl_s"],
         max_duration_s=data["max_duration_s"],
         queue=QueuePolicy(**queue) if queue is not None else None, force=data["force"],
         first_ttl_s=data.get("first_ttl_s", 0.0),

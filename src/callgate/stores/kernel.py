@@ -169,17 +169,13 @@ class _Plan:
     # (group, pool cap, ((alias, key slot, key cap), ...))
 
 
-_PLANS: dict[int, _Plan] = {}
-
-
 def _plan(claim: Claim, limits: Limits) -> _Plan:
-    # Keyed on the identity of the route's tuples, which the gate shares between the claims
-    # of a route; the plan keeps them alive, so an id is never reused while cached.
-    slots, groups, windows = claim.slots, claim.groups, claim.windows
-    plan = _PLANS.get(id(slots))
-    if (plan is not None and plan.slots is slots and plan.groups is groups
-            and plan.windows is windows and plan.limits is limits):
+    """The claim's route compiled against ``limits`` (kept on the route, made once)."""
+    route = claim.route
+    plan = route.plan
+    if isinstance(plan, _Plan) and plan.limits is limits:
         return plan
+    slots, groups, windows = route.slots, route.groups, route.windows
     caps, specs = limits.caps, limits.windows
     plan = _Plan(
         limits, slots, groups, windows,
@@ -188,9 +184,7 @@ def _plan(claim: Claim, limits: Limits) -> _Plan:
         tuple((g, caps.get(g.pool_key), tuple((a, k, caps.get(k, 0)) for a, k in g.key_slots))
               for g in groups),
     )
-    if len(_PLANS) > 10_000:  # stacks change on reload; never let the cache grow unbounded
-        _PLANS.clear()
-    _PLANS[id(slots)] = plan
+    route.plan = plan
     return plan
 
 
@@ -258,28 +252,23 @@ def _force_choice(st: State, claim: Claim, choice: Choice) -> Choice:
 
 
 Held = tuple[tuple[str, int], ...]
-_HELD: dict[tuple[object, ...], tuple[object, object, Held]] = {}
 
 
 def _held(claim: Claim, choice: Choice) -> Held:
-    """The slots a lease holds; shared between leases of the same route and keys (memory)."""
-    # Keyed on the identity of the route's tuples (hashing them costs more than building
-    # the result); the entry keeps them alive, so an id is never reused while cached.
-    slots, groups = claim.slots, claim.groups
+    """The slots a lease holds; one tuple per route and key choice, shared by its leases."""
     # ``choice`` lists the groups' providers in group order (evaluate and _force_choice
     # build it so), so its values alone name the keys.
-    ident = (id(slots), id(groups), *choice.values())
-    entry = _HELD.get(ident)
-    if entry is not None and entry[0] is slots and entry[1] is groups:
-        return entry[2]
-    items = [(slot.key, slot.units) for slot in slots]
-    for group in groups:
+    route = claim.route
+    aliases = tuple(choice.values())
+    held = route.held.get(aliases)
+    if held is not None:
+        return held
+    items = [(slot.key, slot.units) for slot in route.slots]
+    for group in route.groups:
         items.append((group.pool_key, 1))
         items.append((group.key_slot(choice[group.provider]), 1))
     held = tuple(items)
-    if len(_HELD) > 10_000:  # stacks change on reload; never let the cache grow unbounded
-        _HELD.clear()
-    _HELD[ident] = (slots, groups, held)
+    route.held[aliases] = held
     return held
 
 

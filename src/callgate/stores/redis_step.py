@@ -48,6 +48,7 @@ from callgate.stores.base import (
     Limits,
     QueuePolicy,
     Record,
+    Route,
     SlotNeed,
 )
 
@@ -105,9 +106,9 @@ def load_claim(text: str) -> Claim:
     return Claim(
         account=data["a"], call_id=data["i"], number=data["n"], direction=data["d"],
         priority=int(data["p"]), fingerprint=data["f"],
-        slots=tuple(SlotNeed(k, int(u), int(r)) for k, u, r in data["s"]),
-        groups=tuple(KeyGroup(g[0], tuple(g[1])) for g in data["g"]),
-        windows=tuple(data["w"]), ttl_s=float(data["t"]), max_duration_s=float(data["x"]),
+        route=Route(tuple(SlotNeed(k, int(u), int(r)) for k, u, r in data["s"]),
+                    tuple(KeyGroup(g[0], tuple(g[1])) for g in data["g"]), tuple(data["w"])),
+        ttl_s=float(data["t"]), max_duration_s=float(data["x"]),
         queue=QueuePolicy(int(queue[0]), float(queue[1])) if queue else None,
         force=bool(data["F"]), first_ttl_s=float(data.get("T", 0.0)),
     )
@@ -336,7 +337,7 @@ class Snapshot:
                 self._queues[number] = entries
             for entry in entries:
                 if entry.claim is not None:
-                    keys |= entry.claim.scopes()
+                    keys.update(entry.claim.scopes())
         for ident in self._due:
             record = self._records.get(ident)
             if record is not None:

@@ -164,7 +164,7 @@ class _SqliteState:
             if record is None:
                 self.records[(account, call_id)] = None
         if record is not None and record.claim is not None:
-            self.prefetch(sorted(record.claim.scopes()))
+            self.prefetch(record.claim.scopes())
 
     def _here(self, row: Sequence[Any]) -> bool:
         """False for a tombstone past its time, which is deleted now: the (throttled) purge
@@ -225,7 +225,7 @@ class _SqliteState:
                 return None
             record = self._load(row)
         if record is not None and record.claim is not None:
-            self.prefetch(sorted(record.claim.scopes()))
+            self.prefetch(record.claim.scopes())
         return record
 
     def put(self, record: Record) -> None:
@@ -326,22 +326,6 @@ class _SqliteState:
             "UPDATE meta SET value = value + 1 WHERE name = 'seq' RETURNING value"
         ).fetchone()
         return int(row[0])
-
-
-_scopes: dict[tuple[int, int], tuple[object, object, list[str]]] = {}
-
-
-def _claim_keys(claim: Claim) -> list[str]:
-    """Every slot ``claim`` may read, sorted; cached per route (the gate shares its tuples)."""
-    ident = (id(claim.slots), id(claim.groups))
-    cached = _scopes.get(ident)
-    if cached is not None and cached[0] is claim.slots and cached[1] is claim.groups:
-        return cached[2]
-    keys = sorted(claim.scopes())
-    if len(_scopes) > 10_000:
-        _scopes.clear()
-    _scopes[ident] = (claim.slots, claim.groups, keys)
-    return keys
 
 
 class SqliteStore:
@@ -452,7 +436,7 @@ class SqliteStore:
     def acquire(self, claim: Claim, now: float) -> Verdict:
         def step(st: _SqliteState) -> Verdict:
             windows = st.limits.windows
-            st.preload(claim.account, claim.call_id, _claim_keys(claim),
+            st.preload(claim.account, claim.call_id, claim.scopes(),
                        [(key, now - windows[key][1]) for key in claim.windows if key in windows])
             return kernel.acquire(st, claim, now)
 
