@@ -16,6 +16,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from tests import error_answers
+from tests.closing import close_opened
 
 from callgate.config import Stack, parse_stack
 from callgate.gate import Gate
@@ -61,6 +62,13 @@ def _stop_redis_servers() -> Iterator[None]:
     started = sys.modules.get("tests.stores.redis_server")
     if started is not None:
         started.stop_shared()
+
+
+@pytest.fixture(autouse=True)
+def _close_what_the_test_opened() -> Iterator[None]:
+    """Whatever a test passed to ``tests.closing.closing`` is closed when it ends."""
+    yield
+    close_opened()
 
 
 @pytest.fixture(params=STORE_KINDS)

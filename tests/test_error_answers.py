@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 from tests.error_answers import ERROR_ANSWERS, ErrorAnswer
+from tests.stacks import N1, one_number
 
 from callgate.config import parse_stack
 from callgate.service.app import create_app
@@ -23,25 +24,7 @@ from callgate.testing import memory_gate, serving
 
 pytestmark = pytest.mark.anyio
 
-N1 = "+14155550100"
-STACK = f"""
-[gate]
-poll_timeout = "1h"
-
-[trunks.t]
-max_concurrent = 10
-
-[plans.basic]
-max_concurrent = 10
-
-[accounts.acme]
-plan = "basic"
-
-[numbers."{N1}"]
-account = "acme"
-trunk = "t"
-max_concurrent = 1
-
+STACK = one_number(1, gate='poll_timeout = "1h"', extra="""
 [providers.llm]
 keys = ["k"]
 sessions_per_key = 2
@@ -49,7 +32,7 @@ sessions_per_key = 2
 [twilio]
 auth_token_env = "ERROR_ANSWERS_TWILIO_TOKEN"
 stream_url = "wss://agents.test/stream"
-"""
+""")
 JSON = {"content-type": "application/json"}
 # Answers no document can describe: a method no route serves on a path.
 ROUTER_STATUSES = {404, 405}

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 from tests.conftest import GateFactory
+from tests.stacks import N1, one_number
 
 from callgate.client_wire import quoted_id
 from callgate.model import (
@@ -25,25 +26,8 @@ from callgate.testing import memory_gate, serving
 
 pytestmark = pytest.mark.anyio
 
-N1 = "+14155550100"  # one line: the second caller waits
-STACK = f"""
-[gate]
-poll_timeout = "1h"
-
-[trunks.t]
-max_concurrent = 10
-
-[plans.basic]
-max_concurrent = 10
-
-[accounts.acme]
-plan = "basic"
-
-[numbers."{N1}"]
-account = "acme"
-trunk = "t"
-max_concurrent = 1
-
+# One line: the second caller waits.
+STACK = one_number(1, gate='poll_timeout = "1h"', extra="""
 [resources.db]
 capacity = 4
 
@@ -53,7 +37,7 @@ queue_max = 5
 [twilio]
 stream_url = "wss://agents.test/stream"
 validate_signatures = false
-"""
+""")
 
 OUT_OF_RANGE: list[tuple[dict[str, Any], str]] = [
     ({"priority": PRIORITY_MAX + 1}, "body.priority"),

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import uvicorn
+from tests.stacks import N1, one_number
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from callgate.config import parse_stack
@@ -27,7 +28,6 @@ from callgate.service.app import create_app
 from callgate.service.server import server_config
 from callgate.testing import memory_gate
 
-N1 = "+14155550100"
 TOKEN = "twilio-auth-token"
 SPOOF = {"X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https",
          "X-Forwarded-Host": "evil.example"}
@@ -35,26 +35,12 @@ START_TIMEOUT_S = 15.0
 
 
 def stack_text(trusted: str) -> str:
-    return f"""
-[trunks.t]
-max_concurrent = 10
-
-[plans.basic]
-max_concurrent = 10
-
-[accounts.acme]
-plan = "basic"
-
-[numbers."{N1}"]
-account = "acme"
-trunk = "t"
-max_concurrent = 5
-
+    return one_number(extra=f"""
 [twilio]
 auth_token_env = "FORWARDED_TEST_TOKEN"
 stream_url = "wss://agents.test/stream"
 trusted_proxies = [{trusted}]
-"""
+""")
 
 
 def _free_port() -> int:

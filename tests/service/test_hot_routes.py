@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from tests.stacks import N1, one_number
 
 from callgate.config import parse_stack
 from callgate.service.app import create_app
@@ -29,26 +30,7 @@ REFERENCE = "/reference/calls"  # a FastAPI route taking the same model, for com
 
 pytestmark = pytest.mark.anyio
 
-N1 = "+14155550100"
-STACK = f"""
-[gate]
-lease_ttl = "30s"
-store = "memory://"
-
-[trunks.t1]
-max_concurrent = 10
-
-[plans.basic]
-max_concurrent = 10
-
-[accounts.acme]
-plan = "basic"
-
-[numbers."{N1}"]
-account = "acme"
-trunk = "t1"
-max_concurrent = 5
-"""
+STACK = one_number(gate='lease_ttl = "30s"\nstore = "memory://"')
 
 
 def with_reference_route(app: FastAPI) -> FastAPI:

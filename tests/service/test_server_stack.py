@@ -8,28 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.served import served
+from tests.stacks import N1, one_number
 
 from callgate.config import parse_stack
 from callgate.service.app import create_app
 from callgate.service.server import server_config, server_stack
 from callgate.testing import memory_gate
 
-N1 = "+14155550100"
-STACK = f"""
-[trunks.t]
-max_concurrent = 10
-
-[plans.basic]
-max_concurrent = 10
-
-[accounts.acme]
-plan = "basic"
-
-[numbers."{N1}"]
-account = "acme"
-trunk = "t"
-max_concurrent = 5
-"""
+STACK = one_number()
 
 
 def test_serve_runs_on_httptools_and_uvloop() -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.closing import closing
 from tests.conftest import stack_from
 from tests.gate.stacks import BASE, N1, N2
 from tests.stores import race_worker
@@ -97,7 +98,7 @@ def test_four_gate_processes_never_exceed_a_cap_or_a_window(store_url: str) -> N
                   if counts(h.number, h.direction) and not h.promoted]
         assert window_breaches(events, limit, period) == 0, name
     stack = stack_from(race_worker.STACK)
-    judge = Gate(stack, open_store(store_url, Gate.limits_for(stack)), system_clock)
+    judge = Gate(stack, closing(open_store(store_url, Gate.limits_for(stack))), system_clock)
     usage = judge.usage()
     assert [r for r in usage["layers"] if r["in_use"]] == [] and usage["leases"] == 0
     assert judge.queue() == []
@@ -130,7 +131,8 @@ def test_a_killed_gates_slots_are_free_within_one_ttl(store_url: str) -> None:
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
         stack = stack_from(text)
-        observer = Gate(stack, open_store(store_url, Gate.limits_for(stack)), system_clock)
+        observer = Gate(stack, closing(open_store(store_url, Gate.limits_for(stack))),
+                        system_clock)
 
         def leases() -> int:
             return int(observer.usage()["leases"])
@@ -155,7 +157,7 @@ def test_redis_outage_gives_explicit_decisions_and_recovers(own_server: RedisSer
     """With Redis stopped mid-load every acquire is an explicit decision; after restart, normal."""
     stack = stack_from(BASE.replace("[plans.small]\nmax_concurrent = 3",
                                     "[plans.small]\nmax_concurrent = 9"))
-    store = open_store(f"{own_server.url}?timeout=0.2", Gate.limits_for(stack))
+    store = closing(open_store(f"{own_server.url}?timeout=0.2", Gate.limits_for(stack)))
     gate = Gate(stack, store, FakeClock())
     seen: list[tuple[str, Outcome, Reason, Layer | None]] = []
     raised: list[BaseException] = []

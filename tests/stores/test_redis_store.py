@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from redis.crc import key_slot
+from tests.closing import closing
 from tests.conftest import stack_from
 from tests.gate.stacks import BASE, N1, N2
 from tests.stores import redis_server
@@ -40,7 +41,7 @@ from callgate.testing import FakeClock
 
 def gate_on(url: str, text: str = BASE, clock: Clock | None = None) -> Gate:
     stack = stack_from(text)
-    store = open_store(url, Gate.limits_for(stack))
+    store = closing(open_store(url, Gate.limits_for(stack)))
     return Gate(stack, store, clock or FakeClock(), rng=random.Random(0))
 
 
@@ -50,7 +51,7 @@ def in_use(gate: Gate, layer: str, scope: str) -> int:
 
 
 def raw(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url.split("?")[0], decode_responses=True)
+    return closing(redis.Redis.from_url(url.split("?")[0], decode_responses=True))
 
 
 def test_url_forms_parse_into_client_url_and_own_options() -> None:
@@ -93,7 +94,7 @@ def test_rediss_url_builds_a_tls_client() -> None:
     with pytest.raises(StoreError) as info:
         open_store("rediss://:pw@127.0.0.1:1/0?timeout=0.1", Gate.limits_for(stack))
     assert "127.0.0.1:1" in str(info.value) and "pw" not in str(info.value)
-    client = redis.Redis.from_url(parse_url("rediss://127.0.0.1:1/0").url)
+    client = closing(redis.Redis.from_url(parse_url("rediss://127.0.0.1:1/0").url))
     assert client.connection_pool.connection_class.__name__ == "SSLConnection"
 
 
@@ -180,7 +181,7 @@ def test_a_failed_guard_makes_the_step_read_and_decide_again(
     fails, the step reads again and answers capacity; the number never goes over its cap."""
     clock = FakeClock()
     stack = stack_from(BASE)
-    store = RedisStore.from_url(store_url, Gate.limits_for(stack))
+    store = closing(RedisStore.from_url(store_url, Gate.limits_for(stack)))
     gate, other = Gate(stack, store, clock), gate_on(store_url, clock=clock)
     assert gate.acquire(Call("a", "inbound", N1)).outcome is Outcome.ADMITTED  # 1 of 2
     original = Snapshot.changes
@@ -346,7 +347,8 @@ def test_account_sharing_is_refused_when_accounts_share_a_pool_or_trunk(store_ur
     stack = stack_from(f'[gate]\nstore = "{store_url}&sharing=account"\n{shared_trunk}')
     with pytest.raises(ConfigError, match=r"trunks\.ta"):
         check_sharing(stack)
-    gate = Gate(stack, open_store(stack.gate.store, Gate.limits_for(stack)), FakeClock())
+    gate = Gate(stack, closing(open_store(stack.gate.store, Gate.limits_for(stack))),
+                FakeClock())
     assert gate.acquire(Call("a1", "inbound", N1)).outcome is Outcome.ADMITTED
     refused = gate.acquire(Call("b1", "inbound", N2))  # the trunk's cap cannot be kept
     assert (refused.outcome, refused.reason) == (Outcome.REJECTED, Reason.STORE_UNAVAILABLE)
