@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, fields
 from typing import Any, Literal
 
 from callgate.model import Direction, Reason
@@ -140,7 +139,7 @@ def record_row(record: Record) -> tuple[Any, ...]:
             _keys_text[items] = keys
     extra: dict[str, Any] = {}
     if record.claim is not None:
-        extra["claim"] = dump_claim(record.claim)
+        extra["claim"] = claim_fields(record.claim)
     if record.reason is not None:
         extra["reason"] = record.reason.value
     if record.blocker_key is not None:
@@ -175,7 +174,7 @@ def row_record(row: Sequence[Any]) -> Record:
     if extra_text is not None:
         extra = json.loads(extra_text)
         if "claim" in extra:
-            record.claim = load_claim(extra["claim"])
+            record.claim = claim_from_fields(extra["claim"])
         if "reason" in extra:
             record.reason = Reason(extra["reason"])
         record.blocker_key = extra.get("blocker_key")
@@ -183,25 +182,33 @@ def row_record(row: Sequence[Any]) -> Record:
     return record
 
 
-def dump_claim(claim: Claim) -> dict[str, Any]:
-    data = {f.name: getattr(claim, f.name) for f in fields(Claim) if f.name != "route"}
-    data["windows"] = claim.windows
-    data["slots"] = [asdict(slot) for slot in claim.slots]
-    data["groups"] = [{"provider": g.provider, "keys": g.keys} for g in claim.groups]
-    data["queue"] = asdict(claim.queue) if claim.queue is not None else None
+def claim_fields(claim: Claim) -> dict[str, Any]:
+    """A queued call's claim as its record keeps it (SQLite in its JSON column, Redis as
+    JSON in the record): short names, the route written out."""
+    route = claim.route
+    data: dict[str, Any] = {
+        "a": claim.account, "i": claim.call_id, "n": claim.number, "d": claim.direction,
+        "f": claim.fingerprint, "p": claim.priority, "t": claim.ttl_s,
+        "x": claim.max_duration_s, "F": claim.force,
+        "s": [[s.key, s.units, s.reserve] for s in route.slots],
+        "g": [[g.provider, list(g.keys)] for g in route.groups],
+        "w": list(route.windows)}
+    if claim.queue is not None:
+        data["q"] = [claim.queue.queue_max, claim.queue.max_wait_s]
+    if claim.first_ttl_s:
+        data["T"] = claim.first_ttl_s
     return data
 
 
-def load_claim(data: dict[str, Any]) -> Claim:
-    queue = data["queue"]
+def claim_from_fields(data: dict[str, Any]) -> Claim:
+    """The claim :func:`claim_fields` wrote (with a route of its own)."""
+    queue = data.get("q")
     return Claim(
-        account=data["account"], call_id=data["call_id"], number=data["number"],
-        direction=data["direction"], priority=data["priority"], fingerprint=data["fingerprint"],
-        route=Route(tuple(SlotNeed(**slot) for slot in data["slots"]),
-                    tuple(KeyGroup(g["provider"], tuple(g["keys"])) for g in data["groups"]),
-                    tuple(data["windows"])),
-        ttl_s=data["ttl_s"],
-        max_duration_s=data["max_duration_s"],
-        queue=QueuePolicy(**queue) if queue is not None else None, force=data["force"],
-        first_ttl_s=data.get("first_ttl_s", 0.0),
+        account=data["a"], call_id=data["i"], number=data["n"], direction=data["d"],
+        priority=int(data["p"]), fingerprint=data["f"],
+        route=Route(tuple(SlotNeed(k, int(u), int(r)) for k, u, r in data["s"]),
+                    tuple(KeyGroup(g[0], tuple(g[1])) for g in data["g"]), tuple(data["w"])),
+        ttl_s=float(data["t"]), max_duration_s=float(data["x"]),
+        queue=QueuePolicy(int(queue[0]), float(queue[1])) if queue else None,
+        force=bool(data["F"]), first_ttl_s=float(data.get("T", 0.0)),
     )

@@ -42,15 +42,8 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type hints
 
 from callgate.model import Reason
-from callgate.stores.base import (
-    Claim,
-    KeyGroup,
-    Limits,
-    QueuePolicy,
-    Record,
-    Route,
-    SlotNeed,
-)
+from callgate.stores.base import Claim, Limits, Record
+from callgate.stores.codec import claim_fields, claim_from_fields, decode_held, encode_held
 
 # Window events are kept this long past their period: gates read their clocks before their
 # steps reach Redis, so a step may land after one whose clock was later; it still finds
@@ -81,60 +74,13 @@ def fmt(x: float) -> str:
 
 
 # records ------------------------------------------------------------------------------------
-def _route(claim: Claim) -> dict[str, Any]:
-    return {"s": [[s.key, s.units, s.reserve] for s in claim.slots],
-            "g": [[g.provider, list(g.keys)] for g in claim.groups],
-            "w": list(claim.windows)}
-
-
 def claim_json(claim: Claim) -> str:
-    """A queued call's claim, as its record keeps it."""
-    data: dict[str, Any] = {
-        "a": claim.account, "i": claim.call_id, "n": claim.number, "d": claim.direction,
-        "f": claim.fingerprint, "p": claim.priority, "t": claim.ttl_s,
-        "x": claim.max_duration_s, "F": claim.force, **_route(claim)}
-    if claim.queue is not None:
-        data["q"] = [claim.queue.queue_max, claim.queue.max_wait_s]
-    if claim.first_ttl_s:
-        data["T"] = claim.first_ttl_s
-    return json.dumps(data, separators=(",", ":"))
+    """A queued call's claim, as its record keeps it (the one claim codec, as JSON)."""
+    return json.dumps(claim_fields(claim), separators=(",", ":"))
 
 
 def load_claim(text: str) -> Claim:
-    data = json.loads(text)
-    queue = data.get("q")
-    return Claim(
-        account=data["a"], call_id=data["i"], number=data["n"], direction=data["d"],
-        priority=int(data["p"]), fingerprint=data["f"],
-        route=Route(tuple(SlotNeed(k, int(u), int(r)) for k, u, r in data["s"]),
-                    tuple(KeyGroup(g[0], tuple(g[1])) for g in data["g"]), tuple(data["w"])),
-        ttl_s=float(data["t"]), max_duration_s=float(data["x"]),
-        queue=QueuePolicy(int(queue[0]), float(queue[1])) if queue else None,
-        force=bool(data["F"]), first_ttl_s=float(data.get("T", 0.0)),
-    )
-
-
-def _compact_held(held: Sequence[tuple[str, int]]) -> list[Any]:
-    """``held`` without what is implied: each provider key slot implies its pool slot."""
-    out: list[Any] = []
-    for key, units in held:
-        if key.startswith("provider:") and key.count(":") == 1 and units == 1:
-            continue  # the pool: implied by the key slot that follows it
-        out.append(key if units == 1 else [key, units])
-    return out
-
-
-def _expand_held(compact: list[Any]) -> tuple[tuple[tuple[str, int], ...], dict[str, str]]:
-    held: list[tuple[str, int]] = []
-    keys: dict[str, str] = {}
-    for entry in compact:
-        key, units = (entry, 1) if isinstance(entry, str) else (entry[0], int(entry[1]))
-        if key.startswith("provider:") and key.count(":") >= 2:
-            pool, _, alias = key.rpartition(":")
-            keys[pool.removeprefix("provider:")] = alias
-            held.append((pool, 1))
-        held.append((key, units))
-    return tuple(held), keys
+    return claim_from_fields(json.loads(text))
 
 
 def encode_record(r: Record) -> bytes:
@@ -146,7 +92,13 @@ def encode_record(r: Record) -> bytes:
     if r.priority:
         d["p"] = r.priority
     if r.held:
-        d["h"] = _compact_held(r.held)
+        # The held slots as SQLite writes them (codec.encode_held); keys only when they
+        # are not the ones the held provider slots imply.
+        d["h"] = encode_held(r.held, r.number, r.account)
+        if tuple(r.keys.items()) != decode_held(d["h"], r.number, r.account)[1]:
+            d["k"] = r.keys
+    elif r.keys:
+        d["k"] = r.keys
     if r.state == "leased":
         d["at"], d["e"], d["m"], d["t"] = r.admitted_at, r.expires_at, r.max_end, r.ttl_s
         if r.promoted:
@@ -177,7 +129,11 @@ def load_record(ident: bytes | str, packed: bytes) -> Record:
     record = Record(account=account, call_id=call_id, state=d["s"], fingerprint=d["f"],
                     number=d["n"], direction=d["d"], priority=int(get("p", 0)))
     if get("h"):
-        record.held, record.keys = _expand_held(d["h"])
+        held, derived = decode_held(d["h"], record.number, account)
+        record.held = held
+        record.keys = dict(d["k"]) if "k" in d else dict(derived)
+    elif "k" in d:
+        record.keys = dict(d["k"])
     if "e" in d:
         record.admitted_at = float(d["at"])
         record.expires_at = float(d["e"])
