@@ -126,6 +126,7 @@ def end_lease(st: State, record: Record, now: float, how: str) -> None:
     record.ended_by = "released" if how == "released" else "expired"
     record.until = now + st.limits.ended_ttl_s
     record.held = ()
+    record.keys = {}  # nothing reads an ended call's keys; it is remembered for ended_ttl
     st.put(record)
 
 
