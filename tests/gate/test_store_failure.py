@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,3 +133,37 @@ def test_the_gate_knows_stores_only_by_their_contract() -> None:
                 if isinstance(node, ast.ImportFrom) and node.module}
     assert {m for m in imported if m.startswith("callgate.stores")} == {
         "callgate.stores.base", "callgate.stores.fallback"}
+
+
+def test_local_admissions_from_many_threads_keep_the_local_caps_and_all_end(
+    tmp_path: Path,
+) -> None:
+    """Threads taking, renewing and releasing local calls at once: no more than the local
+    account cap (3 x 0.5 -> 1) is ever held, and every local call ends with no slot left."""
+    gate = gate_on(tmp_path / "g.db", ADMIT_LOCAL)
+    held = [0]
+    peak = [0]
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(6):
+            decision = gate.acquire(Call(f"w{n}-{i}", "inbound", N1))
+            if decision.reason is not Reason.ADMITTED_LOCAL:
+                continue
+            with lock:
+                held[0] += 1
+                peak[0] = max(peak[0], held[0])
+            assert gate.renew(f"w{n}-{i}").status is RenewStatus.RENEWED
+            with lock:
+                held[0] -= 1
+            assert gate.release(f"w{n}-{i}").released
+
+    with locked(tmp_path / "g.db"):
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert peak[0] == 1
+    assert gate.acquire(Call("after", "inbound", N1)).reason is Reason.ADMITTED  # store back
+    assert gate.renew("w0-0").status is not RenewStatus.RENEWED  # nothing local lingers

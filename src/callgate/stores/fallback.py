@@ -16,6 +16,7 @@ local leases are this process's alone and nobody else counts them.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from callgate.errors import StoreError
 from callgate.stores.base import (
@@ -44,24 +45,33 @@ class FallbackStore:
         self.fraction = fraction
         self.does_io = primary.does_io
         self._local: MemoryStore | None = None
-        # call id -> account -> expires_at of its local lease (kept current by renew)
+        # call id -> account -> expires_at of its local lease (kept current by renew); the
+        # gate calls from many threads, so this bookkeeping is under its own lock (the
+        # local store has its own for the slots).
         self._calls: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
 
     # the local side -------------------------------------------------------------
     def _held_by(self, account: str | None, call_id: str) -> str | None:
         """The account whose local lease ``call_id`` is (``account`` if named), if any."""
-        accounts = self._calls.get(call_id)
-        if not accounts:
-            return None
-        if account is None:
-            return next(iter(accounts))
-        return account if account in accounts else None
+        with self._lock:
+            accounts = self._calls.get(call_id)
+            if not accounts:
+                return None
+            if account is None:
+                return next(iter(accounts))
+            return account if account in accounts else None
+
+    def _remember(self, account: str, call_id: str, expires_at: float) -> None:
+        with self._lock:
+            self._calls.setdefault(call_id, {})[account] = expires_at
 
     def _forget(self, account: str, call_id: str) -> None:
-        accounts = self._calls.get(call_id, {})
-        accounts.pop(account, None)
-        if not accounts:
-            self._calls.pop(call_id, None)
+        with self._lock:
+            accounts = self._calls.get(call_id, {})
+            accounts.pop(account, None)
+            if not accounts:
+                self._calls.pop(call_id, None)
 
     # Store ----------------------------------------------------------------------
     def configure(self, limits: Limits) -> None:
@@ -85,7 +95,7 @@ class FallbackStore:
             verdict = local.acquire(dataclasses.replace(claim, queue=None, force=False), now)
             if verdict.kind is not VerdictKind.ADMITTED or verdict.record is None:
                 raise
-            self._calls.setdefault(claim.call_id, {})[claim.account] = verdict.record.expires_at
+            self._remember(claim.account, claim.call_id, verdict.record.expires_at)
             return dataclasses.replace(verdict, local=True)
 
     def renew(
@@ -97,7 +107,7 @@ class FallbackStore:
         assert self._local is not None
         outcome = self._local.renew(held_by, call_id, ttl_s, now)
         if outcome.status == "renewed" and outcome.record is not None:
-            self._calls[call_id][held_by] = outcome.record.expires_at
+            self._remember(held_by, call_id, outcome.record.expires_at)
         else:
             self._forget(held_by, call_id)
         return outcome
@@ -126,10 +136,13 @@ class FallbackStore:
     def expire(self, now: float) -> int:
         if self._local is not None and self._calls:
             self._local.expire(now)
-            for call_id, accounts in list(self._calls.items()):
-                for account, expires_at in list(accounts.items()):
-                    if expires_at <= now:
-                        self._forget(account, call_id)
+            with self._lock:  # judged and removed in one hold: a renew may move an expiry
+                for call_id, accounts in list(self._calls.items()):
+                    for account, expires_at in list(accounts.items()):
+                        if expires_at <= now:
+                            del accounts[account]
+                    if not accounts:
+                        del self._calls[call_id]
         return self.primary.expire(now)
 
     def usage(self, now: float) -> UsageSnapshot:
