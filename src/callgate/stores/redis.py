@@ -596,10 +596,15 @@ class RedisStore:
             raise StoreError(f"Redis store at {self._where} is unreachable: {exc}") from exc
 
     def close(self) -> None:
+        # The pools are disconnected here, not left to the client: redis-py's cluster
+        # close() closes each node's client but not its pool, and in redis-py 5.0.0 (our
+        # floor) a plain client's close() does not disconnect its pool either (the sockets
+        # would stay open until garbage collection).
         if isinstance(self._client, RedisCluster):
-            # redis-py's cluster close() closes each node's client, but those clients do not
-            # own their pools, so their sockets would stay open until garbage collection.
-            for node in self._client.get_nodes():  # type: ignore[no-untyped-call]
-                if node.redis_connection is not None:
-                    node.redis_connection.connection_pool.disconnect()
+            nodes = self._client.get_nodes()  # type: ignore[no-untyped-call]
+            pools = [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+        else:
+            pools = [self._client.connection_pool]
         self._client.close()
+        for pool in pools:
+            pool.disconnect()
