@@ -28,13 +28,8 @@ from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason
 from callgate.stores import open_store
 from callgate.stores import redis as redis_store
-from callgate.stores.redis import (
-    RedisStore,
-    check_sharing,
-    library_source,
-    parse_url,
-    script_sources,
-)
+from callgate.stores.redis import RedisStore, check_sharing, parse_url
+from callgate.stores.redis_scripts import library_source, script_sources
 from callgate.stores.redis_step import Snapshot
 from callgate.testing import FakeClock
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import math
 import threading
@@ -35,11 +34,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from starlette.exceptions import HTTPException
 
 from callgate import __version__
 from callgate.config import Stack, load_stack
@@ -64,6 +59,13 @@ from callgate.service.auth import (
 from callgate.service.body_limit import BodyLimit
 from callgate.service.campaigns import Campaigns, campaigns_router
 from callgate.service.dashboard import dashboard_router
+from callgate.service.errors import (
+    ApiError,
+    field_error,
+    install_error_handlers,
+    invalid_body,
+    jsonable,
+)
 from callgate.service.logs import log_decision
 from callgate.service.metrics import Metrics
 from callgate.service.openapi_docs import (
@@ -130,17 +132,6 @@ def _telemetry_off() -> dict[str, Any]:
 TELEMETRY_OFF = _telemetry_off()
 
 
-class ApiError(Exception):
-    """A request the API answers with ``status_code`` and a JSON ``body`` (never a trace)."""
-
-    def __init__(self, status_code: int, body: dict[str, Any],
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(body.get("detail"))
-        self.status_code = status_code
-        self.body = body
-        self.headers = headers
-
-
 class NoConfigError(Exception):
     """A reload was asked of a server started without a stack file (nothing to re-read)."""
 
@@ -194,7 +185,7 @@ def create_app(
         swagger_ui_parameters={"validatorUrl": None}, **TELEMETRY_OFF,
     )
     app.state.streams = streams
-    _install_error_handlers(app, metrics)
+    install_error_handlers(app, metrics)
     app.add_middleware(RequireToken, authenticator=authenticator,
                        query_token_paths=frozenset({STREAM_PATH}))
     app.add_middleware(BodyLimit)  # outermost: an oversized body is refused before anything
@@ -330,7 +321,8 @@ def create_app(
         except UnknownProviderError as exc:
             raise ApiError(404, {"detail": str(exc), "error": "unknown_provider"}) from None
         except ValueError as exc:
-            raise ApiError(422, _invalid([_field("body.status", body.status, str(exc))])) from None
+            refused = field_error("body.status", body.status, str(exc))
+            raise ApiError(422, invalid_body([refused])) from None
         metrics.cooled(provider, key, disabled=math.isinf(until))
         return ProviderErrorOut(provider=provider, key=key,
                                 cooldown_until=None if math.isinf(until) else until)
@@ -375,7 +367,7 @@ def create_app(
         except NoConfigError as exc:
             raise ApiError(409, {"detail": str(exc), "error": "no_config"}) from None
         except ConfigError as exc:
-            issues = [{"path": i.path, "value": _jsonable(i.value), "message": i.message}
+            issues = [{"path": i.path, "value": jsonable(i.value), "message": i.message}
                       for i in exc.issues]
             raise ApiError(422, {"detail": f"{exc}\nthe running stack is unchanged",
                                  "error": "invalid_stack", "issues": issues}) from None
@@ -466,90 +458,6 @@ def _runner(gate: Gate) -> Callable[..., Awaitable[Any]]:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     return threaded
-
-
-# errors ---------------------------------------------------------------------------
-def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
-    async def api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
-
-    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return JSONResponse(_invalid(_field_errors(exc.errors())), status_code=422)
-
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        # FastAPI's and Starlette's own refusals (a body that cannot be read, a path or
-        # method no route serves), in the shape of every other error answer.
-        assert isinstance(exc, HTTPException)
-        error, detail = _HTTP_ERRORS.get(exc.status_code, ("http_error", str(exc.detail)))
-        return JSONResponse({"detail": detail, "error": error}, status_code=exc.status_code,
-                            headers=exc.headers)
-
-    async def store_down(request: Request, exc: Exception) -> JSONResponse:
-        log.error("store unavailable during %s %s: %s", request.method, request.url.path, exc)
-        metrics.store_error("request")
-        return JSONResponse({"detail": f"{exc}; retry shortly", "reason": "store_unavailable"},
-                            status_code=503)
-
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error; the server log has the details",
-                             "error": "internal"}, status_code=500)
-
-    handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
-        ApiError: api_error,
-        RequestValidationError: invalid_request,
-        HTTPException: http_error,
-        StoreError: store_down,
-        Exception: unexpected,
-    }
-    for kind, handler in handlers.items():
-        app.add_exception_handler(kind, handler)
-
-
-_HTTP_ERRORS = {
-    400: ("bad_request", "the request body could not be read: send UTF-8 JSON"),
-    404: ("not_found", "no such route; /docs lists them"),
-    405: ("method_not_allowed", "this route does not take that method; /docs lists them"),
-}
-ECHO_MAX_CHARS = 256  # a refused value longer than this is echoed cut short
-
-
-def _invalid(fields: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"detail": fields, "error": "invalid request"}
-
-
-def _field(field: str, value: Any, message: str) -> dict[str, Any]:
-    return {"field": field, "value": _jsonable(value), "message": message}
-
-
-def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """pydantic's errors as ``{"field": "body.direction", "value": ..., "message": ...}``."""
-    fields = []
-    for err in errors:
-        kind = err.get("type", "")
-        name = ".".join(str(part) for part in err.get("loc", ())) or "body"
-        value = err.get("input")
-        if isinstance(value, str) and len(value) > ECHO_MAX_CHARS:
-            value = f"{value[:ECHO_MAX_CHARS]}... ({len(value)} characters)"
-        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-        if kind == "missing":
-            value, message = None, "field required"
-        elif kind == "extra_forbidden":
-            message = "unknown field (check the spelling; /docs lists the accepted fields)"
-        fields.append(_field(name, value, message))
-    return fields
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as JSON can carry it in an error body; else its repr (NaN, lone surrogates)."""
-    try:
-        encoded = jsonable_encoder(value)
-        json.dumps(encoded, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-        return repr(value)
-    return encoded
 
 
 def public_url(url: str) -> str:

@@ -119,7 +119,7 @@ class OptOutOut(BaseModel):
 
 
 def campaigns_router(campaigns: Campaigns) -> APIRouter:
-    from callgate.service.app import ApiError
+    from callgate.service.errors import ApiError
 
     router = APIRouter(tags=["campaigns"])
 
