@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from tests import error_answers
-from tests.closing import close_opened
+from tests.closing import close_opened, closing
 
 from callgate.config import Stack, parse_stack
 from callgate.gate import Gate
@@ -72,20 +72,15 @@ def _close_what_the_test_opened() -> Iterator[None]:
 
 
 @pytest.fixture(params=STORE_KINDS)
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """A factory of fresh stores of each kind (the contract suite runs on every store)."""
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """A factory of fresh stores of each kind (the contract suite runs on every store),
+    each closed when the test ends (tests/closing.py)."""
     make = make_store(request.param, tmp_path)
-    built: list[Store] = []
 
     def build(limits: Limits) -> Store:
-        built.append(make(limits))
-        return built[-1]
+        return closing(make(limits))
 
-    yield build
-    # Closed here, not whenever the garbage collector gets to them: an unclosed Redis
-    # socket's ResourceWarning would fail whichever test happens to be running then.
-    for store in built:
-        store.close()
+    return build
 
 
 def stack_from(text: str) -> Stack:

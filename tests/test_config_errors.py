@@ -7,26 +7,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tests.stacks import one_number
 
 from callgate.cli import cli
 from callgate.config import load_stack, parse_stack
 from callgate.errors import ConfigError
 
-BASE = """
-[trunks.t]
-max_concurrent = 10
-
-[plans.basic]
-max_concurrent = 10
-
-[accounts.acme]
-plan = "basic"
-
-[numbers."+14155550100"]
-account = "acme"
-trunk = "t"
-max_concurrent = 2
-"""
+BASE = one_number(2)
 
 
 def problems(text: str) -> list[str]:

@@ -125,12 +125,30 @@ def decode_held(text: str, number: str, account: str) -> tuple[Held, tuple[tuple
     return result
 
 
+def held_with_keys(record: Record) -> tuple[str, dict[str, str] | None]:
+    """``record``'s held slots as tokens, and its keys only when the held provider pairs do
+    not imply them (else None): what both stores write."""
+    held = encode_held(record.held, record.number, record.account)
+    if tuple(record.keys.items()) == decode_held(held, record.number, record.account)[1]:
+        return held, None
+    return held, record.keys
+
+
+def held_and_keys(
+    text: str, number: str, account: str, keys: dict[str, str] | None
+) -> tuple[Held, dict[str, str]]:
+    """What :func:`held_with_keys` wrote: the held slots, and the keys (those stored, else
+    those the held provider pairs imply)."""
+    held, derived = decode_held(text, number, account)
+    return held, dict(keys) if keys is not None else dict(derived)
+
+
 def record_row(record: Record) -> tuple[Any, ...]:
     """The column values of ``record``, in :data:`COLUMNS` order."""
-    held = encode_held(record.held, record.number, record.account)
+    held, stored = held_with_keys(record)
     keys: str | None = None
-    items = tuple(record.keys.items())
-    if items != decode_held(held, record.number, record.account)[1]:
+    if stored is not None:
+        items = tuple(stored.items())
         keys = _keys_text.get(items)
         if keys is None:
             keys = json.dumps(record.keys, separators=(",", ":"))
@@ -161,8 +179,8 @@ def row_record(row: Sequence[Any]) -> Record:
     (call_id, account, state, number, direction, priority, fingerprint, held_text, keys_text,
      admitted_at, expires_at, max_end, ttl_s, promoted, seq, enqueued_at, deadline,
      last_poll, until, ended_by, extra_text) = row
-    held, derived = decode_held(held_text, number, account)
-    keys = json.loads(keys_text) if keys_text is not None else dict(derived)
+    held, keys = held_and_keys(held_text, number, account,
+                               json.loads(keys_text) if keys_text is not None else None)
     record = Record(
         account=account, call_id=call_id, state=STATES[state],
         fingerprint=fingerprint,

@@ -43,7 +43,12 @@ import msgpack  # type: ignore[import-untyped]  # msgpack ships no type hints
 
 from callgate.model import Reason
 from callgate.stores.base import Claim, Limits, Record
-from callgate.stores.codec import claim_fields, claim_from_fields, decode_held, encode_held
+from callgate.stores.codec import (
+    claim_fields,
+    claim_from_fields,
+    held_and_keys,
+    held_with_keys,
+)
 
 # Window events are kept this long past their period: gates read their clocks before their
 # steps reach Redis, so a step may land after one whose clock was later; it still finds
@@ -91,14 +96,11 @@ def encode_record(r: Record) -> bytes:
     d: dict[str, Any] = {"s": r.state, "f": r.fingerprint, "n": r.number, "d": r.direction}
     if r.priority:
         d["p"] = r.priority
-    if r.held:
-        # The held slots as SQLite writes them (codec.encode_held); keys only when they
-        # are not the ones the held provider slots imply.
-        d["h"] = encode_held(r.held, r.number, r.account)
-        if tuple(r.keys.items()) != decode_held(d["h"], r.number, r.account)[1]:
-            d["k"] = r.keys
-    elif r.keys:
-        d["k"] = r.keys
+    held, keys = held_with_keys(r)  # as SQLite writes them
+    if held:
+        d["h"] = held
+    if keys is not None:
+        d["k"] = keys
     if r.state == "leased":
         d["at"], d["e"], d["m"], d["t"] = r.admitted_at, r.expires_at, r.max_end, r.ttl_s
         if r.promoted:
@@ -128,12 +130,7 @@ def load_record(ident: bytes | str, packed: bytes) -> Record:
     get = d.get
     record = Record(account=account, call_id=call_id, state=d["s"], fingerprint=d["f"],
                     number=d["n"], direction=d["d"], priority=int(get("p", 0)))
-    if get("h"):
-        held, derived = decode_held(d["h"], record.number, account)
-        record.held = held
-        record.keys = dict(d["k"]) if "k" in d else dict(derived)
-    elif "k" in d:
-        record.keys = dict(d["k"])
+    record.held, record.keys = held_and_keys(get("h", ""), record.number, account, get("k"))
     if "e" in d:
         record.admitted_at = float(d["at"])
         record.expires_at = float(d["e"])
