@@ -212,6 +212,73 @@ def test_a_step_that_never_gets_through_is_an_explicit_store_error(
     assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
 
 
+def test_a_renew_moves_only_the_leases_expiry_and_rewrites_no_record(store_url: str) -> None:
+    """A heartbeat while nobody is queued is the renew script: the lease's score in P due
+    moves, its record's bytes stay as they were, and the answer carries the new expiry."""
+    clock = FakeClock()
+    gate = gate_on(store_url, clock=clock)
+    tag = f"{{{parse_url(store_url).prefix}}}:"
+    client = closing(redis.Redis.from_url(store_url.split("?")[0]))
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    (ident,) = [k.decode()[len(tag) + 2:] for k in client.keys(f"{tag}r:*")]
+    before = client.get(f"{tag}r:{ident}")
+    clock.advance(10)
+    renewed = gate.renew("c1")
+    assert renewed.lease is not None and renewed.lease.expires_at == clock.now + 30
+    assert client.get(f"{tag}r:{ident}") == before
+    assert client.zscore(f"{tag}due", ident) == clock.now + 30
+
+
+def test_a_step_that_read_a_lease_due_never_expires_it_once_renewed(store_url: str) -> None:
+    """A gate whose clock is ahead reads a lease as due and decides to expire it; the
+    lease's owner renews it (by a gate whose clock is behind) before that step applies.
+    The expiry guard fails, the step reads again, and the renewed lease stays held."""
+    stack = stack_from(BASE)
+    store = closing(RedisStore.from_url(store_url, Gate.limits_for(stack)))
+    behind, ahead = FakeClock(), FakeClock()
+    owner, reaper = Gate(stack, store, behind), Gate(stack, store, ahead)
+    assert owner.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED  # ttl 30
+    behind.advance(29.5)
+    ahead.advance(30.5)
+    original = Snapshot.changes
+    renewed: list[str] = []
+
+    def racing(snap: Snapshot, lock: str = "") -> Any:
+        if not renewed:
+            renewed.append(owner.renew("c1").status.value)
+        return original(snap, lock)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Snapshot, "changes", racing)
+        assert reaper.expire() == 0
+    assert renewed == ["renewed"]
+    assert store.conflicts == 1
+    assert in_use(owner, "number", N1) == 1
+    assert reaper.renew("c1").status.value == "renewed"
+
+
+def test_a_renew_touches_only_its_own_call_unless_a_call_is_queued(store_url: str) -> None:
+    """With nobody queued, renewing one lease leaves another's due expiry to the next step
+    (its slot is freed there, before any admission); with a caller queued, the renew is a
+    full step: the due lease ends and the caller is promoted into its slot."""
+    clock = FakeClock()
+    gate = gate_on(store_url, clock=clock)
+    tag = f"{{{parse_url(store_url).prefix}}}:"
+    client = raw(store_url)
+    gate.acquire(Call("a", "inbound", N1), ttl_s=60)
+    gate.acquire(Call("b", "inbound", N1))  # ttl 30: number N1 full (2 of 2)
+    clock.advance(31)
+    assert gate.renew("a").status.value == "renewed"
+    assert client.hget(f"{tag}used", f"number:{N1}") == "2"  # b not ended by a's renew
+    assert gate.acquire(Call("b2", "inbound", N1), ttl_s=5).outcome is Outcome.ADMITTED
+    assert gate.acquire(Call("q", "inbound", N1)).outcome is Outcome.QUEUED
+    clock.advance(6)  # b2 due, q waiting
+    assert client.exists(f"{tag}qs") == 1
+    assert gate.renew("a").status.value == "renewed"
+    assert client.exists(f"{tag}qs") == 0  # q promoted into b2's slot by the renew
+    assert client.hget(f"{tag}used", f"number:{N1}") == "2"
+
+
 def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:
     """Limits deleted (Redis restarted empty) or written by another stack are rewritten per gate."""
     clock = FakeClock()

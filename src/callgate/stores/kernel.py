@@ -63,6 +63,10 @@ class State(Protocol):
     def due_queued(self, now: float) -> list[Record]: ...
     def purge(self, now: float) -> None: ...
     def queue_heads(self) -> list[Record]: ...
+    def any_queued(self) -> bool:
+        """Whether any call is queued (on any number)."""
+        ...
+
     def queue_of(self, number: str) -> list[Record]: ...
     def next_seq(self) -> int: ...
 
@@ -475,11 +479,22 @@ def release(st: State, account: str | None, call_id: str, now: float) -> tuple[b
 def renew(
     st: State, account: str | None, call_id: str, ttl_s: float | None, now: float
 ) -> RenewOutcome:
-    housekeeping(st, now)
-    promote(st, now)
+    # With a call queued a renew is a full step: what is due ends and the queues' heads are
+    # promoted first, as in every step. With none queued nothing waits on housekeeping, so
+    # a renew touches its own call only (other due leases end at the next admission,
+    # release or reaper pass, exactly as they would if no renew had come): this is what
+    # lets a store renew in one small atomic operation (Redis: lua/renew.lua).
+    if st.any_queued():
+        housekeeping(st, now)
+        promote(st, now)
+    else:
+        st.purge(now)  # a call ended past ended_ttl is unknown, as after any step
     record = st.get(account, call_id)
     if record is None:
         return RenewOutcome("unknown")
+    if record.state == "leased" and record.expires_at <= now:
+        end_lease(st, record, now, "expired")
+        st.add(EXPIRED_TOTAL, 1)
     if record.state == "leased":
         record.ttl_s = ttl_s or record.ttl_s
         record.expires_at = min(now + record.ttl_s, record.max_end)

@@ -194,6 +194,9 @@ class _MemoryState:
     def queue_heads(self) -> list[Record]:
         return [entries[0][2] for entries in self.queues.values()]
 
+    def any_queued(self) -> bool:
+        return bool(self.queues)
+
     def queue_of(self, number: str) -> list[Record]:
         return [entry[2] for entry in self.queues.get(number, ())]
 

@@ -8,8 +8,9 @@ its delta within its cap, a record or queue unchanged since the read) and makes 
 write, or none. A failed guard means another gate changed what this step read: it reads
 again and decides again, up to :data:`MAX_ATTEMPTS` times, then answers
 :class:`StoreError` (the gate's ``on_store_error`` decision; never a cap exceeded). A
-renew is one round trip of a tiny script (``lua/renew.lua``: the lease is still this
-call's and nothing else is due: move its expiry); otherwise it takes the full step. The
+renew is one round trip of a tiny script (``lua/renew.lua``: while no call is queued,
+the lease is still this call's and not due: move its expiry, which lives only in the
+``due`` index, so no record is read back or rewritten); otherwise it takes the full step. The
 scripts are one Redis 7 function library (FUNCTION LOAD once, FCALL), or EVALSHA on a
 cluster client or an older server. Redis is the attendant of the kernel's petrol
 station, and every gate process is one more entrance to the same forecourt.
@@ -324,7 +325,7 @@ class RedisStore:
                 if args is None:
                     if token:  # read only: free the lock if it is still ours
                         self._scripts("apply", [f"{tag}used"], [
-                            "0", "1", f"{tag}lock", token, "0", "2", "DEL", f"{tag}lock"])
+                            "0", "1", f"{tag}lock", token, "0", "0", "2", "DEL", f"{tag}lock"])
                     return result
                 if self._scripts("apply", [f"{tag}used"], args) == 1:
                     return result
@@ -416,7 +417,7 @@ class RedisStore:
                 raise StoreError(
                     f"Redis store at {self._where} failed (renew): {exc}") from exc
             if shown:  # renewed in one round trip: the common case
-                return RenewOutcome("renewed", load_record(shown[0], shown[1]))
+                return RenewOutcome("renewed", load_record(shown[0], shown[1], float(shown[2])))
 
             def decide(snap: Snapshot, ids: list[str] = ids, named: str | None = named,
                        ) -> RenewOutcome:
@@ -448,7 +449,7 @@ class RedisStore:
         tag = self._tag(record.account)
         ident = rid(record.account, record.call_id)
         args: list[str | bytes] = [
-            "0", "1", f"{tag}r:{ident}", "", "0",
+            "0", "1", f"{tag}r:{ident}", "", "0", "0",
             "3", "SET", f"{tag}r:{ident}", encode_record(record),
             "4", "ZADD", f"{tag}tombs", _time(record.until), ident]
         try:

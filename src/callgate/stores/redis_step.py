@@ -13,14 +13,18 @@ then turns those changes into one call of the generic guarded-apply script
   its cap (shadow mode) is not guarded: shadow mode admits whatever the count.
 - a *version* guard per record the step read and changed (the exact bytes it read, or
   absent), and on the queues' version counter ``qv`` when the step changed a queue.
+- an *expiry* guard per lease the step expires: its expiry in ``P due`` is still the one
+  read. A lease's expiry lives only there (the renew script moves it without touching
+  the record), so a lease renewed after the read is never expired by a stale step.
 
 A failed guard writes nothing; the store reads again and decides again (see
 ``RedisStore._step``). Records are MessagePack maps with short names (below); the renew
-script (``lua/renew.lua``) is the only Lua that reads one.
+script (``lua/renew.lua``) is the only Lua that reads one, and it writes none.
 
 Keys, all under the sharing domain's hash tag ``P`` (one cluster slot):
 ``P r:<id>`` a record, ``P used`` counters (+ ``#leases``, ``#expired``), ``P due`` leases
-by expiry and queued calls by deadline, ``P tombs`` rejections and ends by their until,
+by expiry (the only copy of a lease's expiry) and queued calls by deadline, ``P tombs``
+rejections and ends by their until,
 ``P q:<number>`` a queue (score -priority, member ``%016d(seq)<id>``), ``P qs`` numbers
 with a queue, ``P qpoll`` queued calls by last poll, ``P qv`` the queues' version (also
 the arrival sequence), ``P w:<key>`` a window's admissions, ``P cool`` cooldowns,
@@ -91,7 +95,8 @@ def load_claim(text: str) -> Claim:
 def encode_record(r: Record) -> bytes:
     """A record as Redis keeps it: MessagePack, short names, defaults left out.
 
-    Times are binary doubles (exact); account and call id are in the key.
+    Times are binary doubles (exact); account and call id are in the key; a lease's
+    expiry is not in it (``P due`` has it: renewing moves only that).
     """
     d: dict[str, Any] = {"s": r.state, "f": r.fingerprint, "n": r.number, "d": r.direction}
     if r.priority:
@@ -102,7 +107,7 @@ def encode_record(r: Record) -> bytes:
     if keys is not None:
         d["k"] = keys
     if r.state == "leased":
-        d["at"], d["e"], d["m"], d["t"] = r.admitted_at, r.expires_at, r.max_end, r.ttl_s
+        d["at"], d["m"], d["t"] = r.admitted_at, r.max_end, r.ttl_s
         if r.promoted:
             d["pr"] = True
     if r.claim is not None:
@@ -123,17 +128,19 @@ def encode_record(r: Record) -> bytes:
     return packed
 
 
-def load_record(ident: bytes | str, packed: bytes) -> Record:
-    """The record ``encode_record`` (or the renew script) wrote under ``ident``."""
+def load_record(ident: bytes | str, packed: bytes, expires_at: float | None = None) -> Record:
+    """The record ``encode_record`` wrote under ``ident``; a lease's ``expires_at`` is its
+    score in ``P due``."""
     d: dict[str, Any] = msgpack.unpackb(packed)
     account, call_id = split_id(ident)
     get = d.get
     record = Record(account=account, call_id=call_id, state=d["s"], fingerprint=d["f"],
                     number=d["n"], direction=d["d"], priority=int(get("p", 0)))
     record.held, record.keys = held_and_keys(get("h", ""), record.number, account, get("k"))
-    if "e" in d:
+    if "at" in d:
         record.admitted_at = float(d["at"])
-        record.expires_at = float(d["e"])
+        # (records written before the expiry moved to ``P due`` carry it as "e")
+        record.expires_at = float(d.get("e", 0.0) if expires_at is None else expires_at)
         record.max_end = float(d["m"])
         record.ttl_s = float(d["t"])
         record.promoted = bool(get("pr", False))
@@ -186,6 +193,7 @@ class Snapshot:
         self._orig: dict[str, bytes] = {}  # as read (absent: b"")
         self._orig_state: dict[str, str] = {}
         self._orig_seq: dict[str, int] = {}
+        self._expiry: dict[str, float] = {}  # a live record's score in P due, as read
         self._indexed: dict[str, str] = {}  # the state a record was last put in
         self._dirty: dict[str, Record] = {}
         self._counts: dict[str, int] = {}
@@ -196,6 +204,7 @@ class Snapshot:
         self._cool: dict[tuple[str, str], float] | None = None
         self._cool_cleared: list[str] = []
         self._due: list[str] = []
+        self._due_scores: dict[str, float] = {}
         self._tombs_due: list[str] = []
         self._purged: list[str] = []
         self._qs: set[str] = set()
@@ -219,6 +228,7 @@ class Snapshot:
         ids = [i for i in dict.fromkeys(ids) if i not in self._orig]
         for ident in ids:
             pipe.get(self.key("r:" + ident))
+            pipe.zscore(self.key("due"), ident)
         fields = [k for k in dict.fromkeys(counts) if k not in self._counts]
         if fields:
             pipe.hmget(self.key("used"), fields)
@@ -226,7 +236,7 @@ class Snapshot:
         wkeys = [k for k in dict.fromkeys(windows) if k in specs and k not in self._windows]
         for wkey in wkeys:
             pipe.zcount(self.key("w:" + wkey), "(" + fmt(now - specs[wkey][1]), "+inf")
-        pipe.zrangebyscore(self.key("due"), "-inf", fmt(now))
+        pipe.zrangebyscore(self.key("due"), "-inf", fmt(now), withscores=True)
         pipe.zrangebyscore(self.key("tombs"), "-inf", fmt(now), start=0, num=1000)
         pipe.smembers(self.key("qs"))
         pipe.get(self.key("qv"))
@@ -235,8 +245,8 @@ class Snapshot:
         replies = pipe.execute()
         at = 0
         for ident in ids:
-            self._loaded(ident, replies[at])
-            at += 1
+            self._loaded(ident, replies[at], replies[at + 1])
+            at += 2
         if fields:
             for key, value in zip(fields, replies[at], strict=True):
                 self._counts[key] = int(value or 0)
@@ -247,7 +257,8 @@ class Snapshot:
         due, tombs, qs, qv = replies[at:at + 4]
         if cooldowns:
             self._set_cool(replies[at + 4])
-        self._due = [d.decode() for d in due]
+        self._due_scores = {d.decode(): float(score) for d, score in due}
+        self._due = list(self._due_scores)
         self._tombs_due = [t.decode() for t in tombs]
         self._qs = {q.decode() for q in qs}
         self._qv = int(qv or 0)
@@ -267,7 +278,7 @@ class Snapshot:
         pipe.hgetall(self.key("cool"))
         replies = pipe.execute()
         for ident, text in zip(due, replies, strict=False):
-            self._loaded(ident, text)
+            self._loaded(ident, text, self._due_scores[ident])
         at = len(due)
         members: dict[str, list[str]] = {}
         for number in numbers:
@@ -297,10 +308,13 @@ class Snapshot:
                 keys |= {key for key, _ in record.held}
         self._fetch_counts(keys)
 
-    def _loaded(self, ident: str, text: bytes | None) -> None:
+    def _loaded(self, ident: str, text: bytes | None, expiry: float | None = None) -> None:
+        """Keep the record ``ident`` as read (``text``), a live one with its score in P due."""
         self._orig[ident] = text or b""
         if text:
-            record = load_record(ident, text)
+            if expiry is not None:
+                self._expiry[ident] = expiry
+            record = load_record(ident, text, expiry)
             self._records[ident] = record
             self._orig_state[ident] = self._indexed[ident] = record.state
             self._orig_seq[ident] = record.seq
@@ -324,7 +338,10 @@ class Snapshot:
     # kernel.State ---------------------------------------------------------------------------
     def _get_one(self, ident: str) -> Record | None:
         if ident not in self._orig:
-            self._loaded(ident, self._client.get(self.key("r:" + ident)))
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(self.key("r:" + ident))
+            pipe.zscore(self.key("due"), ident)
+            self._loaded(ident, *pipe.execute())
         record = self._records[ident]
         # A rejection or end past its until is gone to every lookup (ordering rule 1),
         # whether or not this step purges it.
@@ -444,6 +461,9 @@ class Snapshot:
     def queue_heads(self) -> list[Record]:
         return [entries[0] for entries in self._queues.values()]
 
+    def any_queued(self) -> bool:
+        return bool(self._qs)
+
     def queue_of(self, number: str) -> list[Record]:
         return list(self._queues.get(number, ()))
 
@@ -462,6 +482,7 @@ class Snapshot:
         now = self._now
         ops: list[str | bytes] = []
         guards: list[str | bytes] = []
+        expiries: list[str | bytes] = []
 
         def op(*args: str | bytes) -> None:
             ops.append(str(len(args)))
@@ -485,6 +506,8 @@ class Snapshot:
                 op("ZADD", k("tombs"), fmt(record.until), ident)
                 if before in _LIVE:
                     op("ZREM", k("due"), ident)
+                if before == "leased" and record.ended_by == "expired":
+                    expiries += [k("due"), ident, fmt(self._expiry[ident])]
             if before == "queued" and state != "queued":
                 op("ZREM", k("q:" + record.number), _qmember(self._orig_seq[ident], ident))
                 op("ZREM", k("qpoll"), ident)
@@ -543,4 +566,4 @@ class Snapshot:
                     bound = str(room)
             counters += [key, str(delta), bound]
         return [str(len(deltas)), *counters, str(len(guards) // 2), *guards,
-                str(len(windows) // 4), *windows, *ops]
+                str(len(windows) // 4), *windows, str(len(expiries) // 3), *expiries, *ops]

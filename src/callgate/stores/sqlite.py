@@ -314,6 +314,12 @@ class _SqliteState:
         self.prefetch(sorted({key for r in records if r.claim for key in r.claim.scopes()}))
         return records
 
+    def any_queued(self) -> bool:
+        if self.queued is None:
+            row = self.db.execute("SELECT EXISTS (SELECT 1 FROM calls WHERE state = 1)")
+            self.queued = bool(row.fetchone()[0])
+        return self.queued
+
     def queue_of(self, number: str) -> list[Record]:
         if self.queued is False:
             return []

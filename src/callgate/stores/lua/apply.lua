@@ -1,10 +1,11 @@
 -- apply: check every guard a step relied on, then make all of its writes, or none.
 -- The algorithm ran in the gate (stores/kernel.py); this only applies what it decided.
 -- KEYS[1] = P.."used" (the counters hash; every key shares its hash tag)
--- ARGV: three counted sections:
+-- ARGV: four counted sections:
 --   n counters: field, delta, bound ("" = none): fails unless used[field] + delta <= bound
 --   n guards:   key, value ("" = absent): fails unless GET key is exactly that value
 --   n windows:  key, since, added, limit: fails unless ZCOUNT (since..+inf] + added <= limit
+--   n expiries: zset, member, score: fails unless ZSCORE zset member is that score
 -- then writes until the end: argc, command, args... (a counter at 0 is deleted), where
 -- the command PURGE, tombs, id, record key, now forgets a rejection or end past its until
 -- unless it was replaced meanwhile (its entry in tombs is then gone or later).
@@ -38,6 +39,13 @@ local function apply(KEYS, ARGV)
       return 0
     end
     i = i + 4
+  end
+  i = i + 1
+  for _ = 1, tonumber(ARGV[i]) do
+    if tonumber(redis.call("ZSCORE", ARGV[i + 1], ARGV[i + 2])) ~= tonumber(ARGV[i + 3]) then
+      return 0
+    end
+    i = i + 3
   end
   if n > 0 then
     local set, gone = {}, {}
