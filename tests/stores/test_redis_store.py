@@ -305,6 +305,12 @@ def test_times_round_trip_exactly_through_redis(store_url: str) -> None:
     assert decision.lease is not None
     assert decision.lease.admitted_at == clock.now
     assert decision.lease.expires_at == clock.now + 1 / 3
+    clock.advance(0.1 / 3)
+    renewed = gate.renew("c1")  # the script: Lua's double, passed to ZADD as a number
+    assert renewed.lease is not None and renewed.lease.expires_at == clock.now + 1 / 3
+    due = raw(store_url).zrange(f"{{{parse_url(store_url).prefix}}}:due", 0, -1,
+                                withscores=True)
+    assert [score for _, score in due] == [clock.now + 1 / 3]
 
 
 def test_a_stopped_gates_leases_are_free_on_the_next_step_after_expiry(store_url: str) -> None:

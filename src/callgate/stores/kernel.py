@@ -476,6 +476,12 @@ def release(st: State, account: str | None, call_id: str, now: float) -> tuple[b
     return released, cancelled
 
 
+def renewed_expiry(record: Record, now: float) -> float:
+    """A lease renewed at ``now`` expires one TTL later, never past its maximum end (the
+    Redis renew script computes the same in Lua: ``math.min(now + t, m)``)."""
+    return min(now + record.ttl_s, record.max_end)
+
+
 def renew(
     st: State, account: str | None, call_id: str, ttl_s: float | None, now: float
 ) -> RenewOutcome:
@@ -497,7 +503,7 @@ def renew(
         st.add(EXPIRED_TOTAL, 1)
     if record.state == "leased":
         record.ttl_s = ttl_s or record.ttl_s
-        record.expires_at = min(now + record.ttl_s, record.max_end)
+        record.expires_at = renewed_expiry(record, now)
         st.put(record)
         return RenewOutcome("renewed", record)
     if record.state == "queued":

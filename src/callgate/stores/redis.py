@@ -417,11 +417,13 @@ class RedisStore:
                 raise StoreError(
                     f"Redis store at {self._where} failed (renew): {exc}") from exc
             if shown:  # renewed in one round trip: the common case
-                return RenewOutcome("renewed", load_record(shown[0], shown[1], float(shown[2])))
+                record = load_record(shown[0], shown[1])
+                record.expires_at = kernel.renewed_expiry(record, now)  # as the script set it
+                return RenewOutcome("renewed", record)
 
             def decide(snap: Snapshot, ids: list[str] = ids, named: str | None = named,
                        ) -> RenewOutcome:
-                snap.read(ids)
+                snap.read(ids, expiries=False)
                 return kernel.renew(snap, named, call_id, ttl_s, now)
 
             outcome = self._step("renew", tag, now, decide)
@@ -437,7 +439,7 @@ class RedisStore:
 
             def decide(snap: Snapshot, ids: list[str] = ids, named: str | None = named,
                        ) -> tuple[bool, bool]:
-                snap.read(ids)
+                snap.read(ids, expiries=False)
                 return kernel.release(snap, named, call_id, now)
 
             released, cancelled = self._step("release", tag, now, decide)

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import random
+import struct
 from bisect import insort
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -92,8 +93,16 @@ def load_claim(text: str) -> Claim:
     return claim_from_fields(json.loads(text))
 
 
+# A lease's record starts with this byte (one MessagePack never uses) and its TTL and
+# maximum end as two big-endian doubles: all the renew script reads (struct.unpack, no
+# MessagePack decoding in Lua).
+LEASE_MARK = b"\xc1"
+_LEASE_HEAD = struct.Struct(">dd")
+
+
 def encode_record(r: Record) -> bytes:
-    """A record as Redis keeps it: MessagePack, short names, defaults left out.
+    """A record as Redis keeps it: MessagePack, short names, defaults left out; a lease's
+    behind :data:`LEASE_MARK` and its TTL and maximum end.
 
     Times are binary doubles (exact); account and call id are in the key; a lease's
     expiry is not in it (``P due`` has it: renewing moves only that).
@@ -106,8 +115,10 @@ def encode_record(r: Record) -> bytes:
         d["h"] = held
     if keys is not None:
         d["k"] = keys
+    head = b""
     if r.state == "leased":
-        d["at"], d["m"], d["t"] = r.admitted_at, r.max_end, r.ttl_s
+        head = LEASE_MARK + _LEASE_HEAD.pack(r.ttl_s, r.max_end)
+        d["at"] = r.admitted_at
         if r.promoted:
             d["pr"] = True
     if r.claim is not None:
@@ -125,12 +136,16 @@ def encode_record(r: Record) -> bytes:
     if r.ended_by:
         d["eb"] = r.ended_by
     packed: bytes = msgpack.packb(d)
-    return packed
+    return head + packed
 
 
 def load_record(ident: bytes | str, packed: bytes, expires_at: float | None = None) -> Record:
     """The record ``encode_record`` wrote under ``ident``; a lease's ``expires_at`` is its
     score in ``P due``."""
+    ttl_s = max_end = 0.0
+    if packed[:1] == LEASE_MARK:
+        ttl_s, max_end = _LEASE_HEAD.unpack_from(packed, 1)
+        packed = packed[1 + _LEASE_HEAD.size:]
     d: dict[str, Any] = msgpack.unpackb(packed)
     account, call_id = split_id(ident)
     get = d.get
@@ -139,10 +154,8 @@ def load_record(ident: bytes | str, packed: bytes, expires_at: float | None = No
     record.held, record.keys = held_and_keys(get("h", ""), record.number, account, get("k"))
     if "at" in d:
         record.admitted_at = float(d["at"])
-        # (records written before the expiry moved to ``P due`` carry it as "e")
-        record.expires_at = float(d.get("e", 0.0) if expires_at is None else expires_at)
-        record.max_end = float(d["m"])
-        record.ttl_s = float(d["t"])
+        record.expires_at = 0.0 if expires_at is None else expires_at
+        record.max_end, record.ttl_s = max_end, ttl_s
         record.promoted = bool(get("pr", False))
     if "c" in d:
         record.claim = load_claim(d["c"])
@@ -218,17 +231,25 @@ class Snapshot:
         return self._tag + suffix
 
     def read(self, ids: Iterable[str], counts: Iterable[str] = (),
-             windows: Iterable[str] = (), cooldowns: bool = False) -> None:
+             windows: Iterable[str] = (), cooldowns: bool = False,
+             expiries: bool = True) -> None:
         """The first read of a step, in one round trip: the records ``ids``, the counters
         ``counts``, the windows ``windows`` as the kernel will count them, what is due, the
         numbers with a queue and the queues' version; then whatever housekeeping and
-        promotion need, if anything is due or queued."""
+        promotion need, if anything is due or queued.
+
+        ``expiries=False`` leaves out the expiries of ``ids`` for a step that never
+        answers with a lease it did not renew (a release, a renew): a lease among them
+        that is due has its expiry from the due read; any other is known not to be due,
+        and its expiry is kept as +inf (the step sets a new one, or does not use it).
+        """
         now = self._now
         pipe = self._client.pipeline(transaction=False)
         ids = [i for i in dict.fromkeys(ids) if i not in self._orig]
         for ident in ids:
             pipe.get(self.key("r:" + ident))
-            pipe.zscore(self.key("due"), ident)
+            if expiries:
+                pipe.zscore(self.key("due"), ident)
         fields = [k for k in dict.fromkeys(counts) if k not in self._counts]
         if fields:
             pipe.hmget(self.key("used"), fields)
@@ -243,10 +264,7 @@ class Snapshot:
         if cooldowns:
             pipe.hgetall(self.key("cool"))
         replies = pipe.execute()
-        at = 0
-        for ident in ids:
-            self._loaded(ident, replies[at], replies[at + 1])
-            at += 2
+        at = len(ids) * (2 if expiries else 1)
         if fields:
             for key, value in zip(fields, replies[at], strict=True):
                 self._counts[key] = int(value or 0)
@@ -259,6 +277,11 @@ class Snapshot:
             self._set_cool(replies[at + 4])
         self._due_scores = {d.decode(): float(score) for d, score in due}
         self._due = list(self._due_scores)
+        for index, ident in enumerate(ids):
+            if expiries:
+                self._loaded(ident, replies[2 * index], replies[2 * index + 1])
+            else:
+                self._loaded(ident, replies[index], self._due_scores.get(ident, math.inf))
         self._tombs_due = [t.decode() for t in tombs]
         self._qs = {q.decode() for q in qs}
         self._qv = int(qv or 0)
@@ -498,6 +521,8 @@ class Snapshot:
             if before in _GONE and state not in _GONE:
                 op("ZREM", k("tombs"), ident)
             if state == "leased":
+                if math.isinf(record.expires_at):  # read without its expiry and not renewed
+                    raise RuntimeError(f"lease {ident} would be written with no expiry")
                 op("ZADD", k("due"), fmt(record.expires_at), ident)
             elif state == "queued":
                 op("ZADD", k("due"), fmt(record.deadline), ident)

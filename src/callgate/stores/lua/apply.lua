@@ -10,39 +10,47 @@
 -- the command PURGE, tombs, id, record key, now forgets a rejection or end past its until
 -- unless it was replaced meanwhile (its entry in tombs is then gone or later).
 -- Returns 1 when applied, 0 when a guard failed (nothing written: the gate reads again).
+-- (Numbers arrive as strings; Lua's arithmetic coerces them, `+ 0` where only a
+-- comparison needs one: cheaper than tonumber, and this runs on Redis's one thread.)
 local function apply(KEYS, ARGV)
+  local call, tonumber, unpack = redis.call, tonumber, unpack
   local i = 1
-  local n = tonumber(ARGV[i])
-  local fields, deltas, bounds = {}, {}, {}
+  local n = ARGV[1] + 0
+  local fields, counts = {}, {}
   for c = 1, n do
-    fields[c], deltas[c], bounds[c] = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+    fields[c] = ARGV[i + 1]
     i = i + 3
   end
-  local counts = n > 0 and redis.call("HMGET", KEYS[1], unpack(fields)) or {}
-  for c = 1, n do
-    counts[c] = tonumber(counts[c] or "0") + deltas[c]
-    if bounds[c] ~= "" and counts[c] > tonumber(bounds[c]) then
-      return 0
+  if n > 0 then
+    counts = call("HMGET", KEYS[1], unpack(fields))
+    i = 1
+    for c = 1, n do
+      local count = (counts[c] or 0) + ARGV[i + 2]
+      local bound = ARGV[i + 3]
+      if bound ~= "" and count > bound + 0 then
+        return 0
+      end
+      counts[c] = count
+      i = i + 3
     end
   end
   i = i + 1
-  for _ = 1, tonumber(ARGV[i]) do
-    if (redis.call("GET", ARGV[i + 1]) or "") ~= ARGV[i + 2] then
+  for _ = 1, ARGV[i] + 0 do
+    if (call("GET", ARGV[i + 1]) or "") ~= ARGV[i + 2] then
       return 0
     end
     i = i + 2
   end
   i = i + 1
-  for _ = 1, tonumber(ARGV[i]) do
-    local seen = redis.call("ZCOUNT", ARGV[i + 1], ARGV[i + 2], "+inf")
-    if seen + tonumber(ARGV[i + 3]) > tonumber(ARGV[i + 4]) then
+  for _ = 1, ARGV[i] + 0 do
+    if call("ZCOUNT", ARGV[i + 1], ARGV[i + 2], "+inf") + ARGV[i + 3] > ARGV[i + 4] + 0 then
       return 0
     end
     i = i + 4
   end
   i = i + 1
-  for _ = 1, tonumber(ARGV[i]) do
-    if tonumber(redis.call("ZSCORE", ARGV[i + 1], ARGV[i + 2])) ~= tonumber(ARGV[i + 3]) then
+  for _ = 1, ARGV[i] + 0 do
+    if tonumber(call("ZSCORE", ARGV[i + 1], ARGV[i + 2])) ~= ARGV[i + 3] + 0 then
       return 0
     end
     i = i + 3
@@ -58,23 +66,24 @@ local function apply(KEYS, ARGV)
       end
     end
     if #set > 0 then
-      redis.call("HSET", KEYS[1], unpack(set))
+      call("HSET", KEYS[1], unpack(set))
     end
     if #gone > 0 then
-      redis.call("HDEL", KEYS[1], unpack(gone))
+      call("HDEL", KEYS[1], unpack(gone))
     end
   end
   i = i + 1
-  while i <= #ARGV do
-    local argc = tonumber(ARGV[i])
+  local last = #ARGV
+  while i <= last do
+    local argc = ARGV[i] + 0
     if ARGV[i + 1] == "PURGE" then
-      local untl = redis.call("ZSCORE", ARGV[i + 2], ARGV[i + 3])
-      if untl and tonumber(untl) <= tonumber(ARGV[i + 5]) then
-        redis.call("DEL", ARGV[i + 4])
-        redis.call("ZREM", ARGV[i + 2], ARGV[i + 3])
+      local untl = call("ZSCORE", ARGV[i + 2], ARGV[i + 3])
+      if untl and untl + 0 <= ARGV[i + 5] + 0 then
+        call("DEL", ARGV[i + 4])
+        call("ZREM", ARGV[i + 2], ARGV[i + 3])
       end
     else
-      redis.call(unpack(ARGV, i + 1, i + argc))
+      call(unpack(ARGV, i + 1, i + argc))
     end
     i = i + argc + 1
   end

@@ -1,10 +1,13 @@
 -- renew: move a live lease's expiry, in one round trip, when no call is queued.
--- A lease's expiry lives only in KEYS[1] (its score there), so this writes no record.
+-- A lease's expiry lives only in KEYS[1] (its score there), so this writes no record; a
+-- lease's record starts with byte 0xC1 and its TTL and maximum end as two big-endian
+-- doubles (stores/redis_step.py, encode_record).
 -- KEYS[1] = P.."due" (leases by expiry, queued calls by deadline)
 -- ARGV: P, now, TTL ("" keeps the lease's), then the record ids to look in, in lookup order.
--- Returns {id, record, expiry} when renewed; {} when the gate must take the full step
--- (stores/kernel.py renew): a call is queued (the step expires and promotes first), the
--- first live record is due or not a lease, the TTL changes, or no record is live.
+-- Returns {id, record} when renewed (the gate computes the same expiry from the record);
+-- {} when the gate must take the full step (stores/kernel.py renew): a call is queued (the
+-- step ends what is due and promotes first), the first live record is due or not a lease,
+-- the TTL changes, or no record is live.
 local function renew(KEYS, ARGV)
   local P, now = ARGV[1], tonumber(ARGV[2])
   if redis.call("EXISTS", P .. "qs") == 1 then
@@ -13,17 +16,16 @@ local function renew(KEYS, ARGV)
   for i = 4, #ARGV do
     local expiry = redis.call("ZSCORE", KEYS[1], ARGV[i])
     if expiry then -- live: with nothing queued, a lease
-      if tonumber(expiry) <= now then
-        return {}
-      end
       local text = redis.call("GET", P .. "r:" .. ARGV[i])
-      local r = cmsgpack.unpack(text)
-      if r.s ~= "leased" or (ARGV[3] ~= "" and tonumber(ARGV[3]) ~= r.t) then
+      if tonumber(expiry) <= now or string.byte(text) ~= 0xC1 then
         return {}
       end
-      expiry = string.format("%.17g", math.min(now + r.t, r.m))
-      redis.call("ZADD", KEYS[1], expiry, ARGV[i])
-      return {ARGV[i], text, expiry}
+      local ttl, max_end = struct.unpack(">dd", text, 2)
+      if ARGV[3] ~= "" and tonumber(ARGV[3]) ~= ttl then
+        return {}
+      end
+      redis.call("ZADD", KEYS[1], math.min(now + ttl, max_end), ARGV[i])
+      return {ARGV[i], text}
     end
   end
   return {}
