@@ -84,6 +84,22 @@ class _Route:
     base_windows: tuple[str, ...]
     route: Route | None = None  # with the stack's resources and pools: calls without overrides
     queue: QueuePolicy | None = None  # inbound routes queue; outbound never does
+    # Fingerprints of this route's calls without overrides, by (remote, priority): hashing
+    # costs more than the rest of building a claim. Bounded; dropped with the route.
+    fingerprints: dict[tuple[str | None, int], str] = field(default_factory=dict)
+
+    def fingerprint(self, call: Call) -> str:
+        """:func:`fingerprint` of a call of this route that names no providers or resources."""
+        if type(call.priority) is not int:  # True == 1 would share 1's entry
+            return fingerprint(call)
+        ident = (call.remote, call.priority)
+        found = self.fingerprints.get(ident)
+        if found is None:
+            found = fingerprint(call)
+            if len(self.fingerprints) >= 10_000:  # remote numbers vary: never unbounded
+                self.fingerprints.clear()
+            self.fingerprints[ident] = found
+        return found
 
 
 class Gate:
@@ -218,8 +234,10 @@ class Gate:
         if call.resources is None and call.providers is None:
             compiled = route.route
             assert compiled is not None
+            digest = route.fingerprint(call)
         else:
             compiled = self._overrides(call, route, loaded)
+            digest = fingerprint(call)
         first_ttl_s = 0.0
         if ttl_s is not None:
             ttl_s = min(ttl_s, loaded.max_duration_s)
@@ -230,7 +248,7 @@ class Gate:
         # Positional: this runs once per decision and keywords cost measurably more.
         return Claim(
             route.account, call.call_id, call.number, call.direction, call.priority,
-            fingerprint(call), compiled, ttl_s, loaded.max_duration_s,
+            digest, compiled, ttl_s, loaded.max_duration_s,
             route.queue, loaded.force, first_ttl_s,
         )
 
@@ -411,26 +429,8 @@ _RELEASE_RESULTS = {(released, cancelled): ReleaseResult(released, cancelled)
                     for released in (False, True) for cancelled in (False, True)}
 
 
-_FINGERPRINTS: dict[tuple[str, str, str | None, int], str] = {}
-
-
 def fingerprint(call: Call) -> str:
     """What makes two requests "the same call" (``attempt`` excluded: retries reuse the id)."""
-    # Most calls name no providers or resources, so their fingerprint depends on a few
-    # plain values: memoise it (hashing costs more than the rest of building a claim).
-    if call.providers is None and call.resources is None and type(call.priority) is int:
-        ident = (call.direction, call.number, call.remote, call.priority)
-        found = _FINGERPRINTS.get(ident)
-        if found is None:
-            found = _digest(call)
-            if len(_FINGERPRINTS) > 10_000:  # remote numbers vary: never grow unbounded
-                _FINGERPRINTS.clear()
-            _FINGERPRINTS[ident] = found
-        return found
-    return _digest(call)
-
-
-def _digest(call: Call) -> str:
     resources: Mapping[str, int] = call.resources or {}
     body = repr((call.direction, call.number, call.remote, call.priority,
                  call.providers, sorted(resources.items())))

@@ -50,10 +50,6 @@ _POOL = "provider:"
 _MARKERS = ("~", "#", "!", "[")
 
 Held = tuple[tuple[str, int], ...]
-_encoded: dict[tuple[int, str, str], tuple[Held, str]] = {}
-_decoded: dict[tuple[str, str, str], tuple[Held, tuple[tuple[str, str], ...]]] = {}
-_keys_text: dict[tuple[tuple[str, str], ...], str] = {}  # an ended lease's keys, as JSON
-_CACHE_MAX = 10_000  # both caches are per route and key choice; bounded all the same
 
 
 def _token(key: str, units: int, number: str, account: str) -> str:
@@ -66,40 +62,33 @@ def _token(key: str, units: int, number: str, account: str) -> str:
     return token if units == 1 else f"{token}{UNITS}{units}"
 
 
-def encode_held(held: Held, number: str, account: str) -> str:
-    """The token string of ``held`` (cached per held tuple, which the kernel shares)."""
-    ident = (id(held), number, account)
-    cached = _encoded.get(ident)
-    if cached is not None and cached[0] is held:
-        return cached[1]
+def encode_held(
+    held: Held, number: str, account: str
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The token string of ``held``, and the key choices its provider pairs imply (what
+    :func:`decode_held` gives back for it)."""
     if any(SEP in key or UNITS in key for key, _ in held):
-        text = json.dumps(held, separators=(",", ":"))
-    else:
-        tokens = []
-        i = 0
-        while i < len(held):
-            key, units = held[i]
-            if (units == 1 and key.startswith(_POOL) and i + 1 < len(held)
-                    and ":" not in key[len(_POOL):]
-                    and held[i + 1][1] == 1 and held[i + 1][0].startswith(key + ":")):
-                tokens.append("~" + held[i + 1][0][len(_POOL):])
-                i += 2
-                continue
-            tokens.append(_token(key, units, number, account))
-            i += 1
-        text = SEP.join(tokens)
-    if len(_encoded) > _CACHE_MAX:
-        _encoded.clear()
-    _encoded[ident] = (held, text)
-    return text
+        return json.dumps(held, separators=(",", ":")), ()
+    tokens = []
+    implied = []
+    i = 0
+    while i < len(held):
+        key, units = held[i]
+        if (units == 1 and key.startswith(_POOL) and i + 1 < len(held)
+                and ":" not in key[len(_POOL):]
+                and held[i + 1][1] == 1 and held[i + 1][0].startswith(key + ":")):
+            alias = held[i + 1][0][len(key) + 1:]
+            tokens.append(f"~{key[len(_POOL):]}:{alias}")
+            implied.append((key[len(_POOL):], alias))
+            i += 2
+            continue
+        tokens.append(_token(key, units, number, account))
+        i += 1
+    return SEP.join(tokens), tuple(implied)
 
 
 def decode_held(text: str, number: str, account: str) -> tuple[Held, tuple[tuple[str, str], ...]]:
     """``held`` and the key choices its provider pairs imply, from :func:`encode_held`."""
-    ident = (text, number, account)
-    cached = _decoded.get(ident)
-    if cached is not None:
-        return cached
     held: list[tuple[str, int]] = []
     keys: list[tuple[str, str]] = []
     if text.startswith("["):
@@ -118,18 +107,14 @@ def decode_held(text: str, number: str, account: str) -> tuple[Held, tuple[tuple
                 held.append(("account:" + account, units))
             else:
                 held.append((token[1:] if token.startswith("!") else token, units))
-    result = (tuple(held), tuple(keys))
-    if len(_decoded) > _CACHE_MAX:
-        _decoded.clear()
-    _decoded[ident] = result
-    return result
+    return tuple(held), tuple(keys)
 
 
 def held_with_keys(record: Record) -> tuple[str, dict[str, str] | None]:
     """``record``'s held slots as tokens, and its keys only when the held provider pairs do
     not imply them (else None): what both stores write."""
-    held = encode_held(record.held, record.number, record.account)
-    if tuple(record.keys.items()) == decode_held(held, record.number, record.account)[1]:
+    held, implied = encode_held(record.held, record.number, record.account)
+    if tuple(record.keys.items()) == implied:
         return held, None
     return held, record.keys
 
@@ -148,13 +133,7 @@ def record_row(record: Record) -> tuple[Any, ...]:
     held, stored = held_with_keys(record)
     keys: str | None = None
     if stored is not None:
-        items = tuple(stored.items())
-        keys = _keys_text.get(items)
-        if keys is None:
-            keys = json.dumps(record.keys, separators=(",", ":"))
-            if len(_keys_text) > _CACHE_MAX:
-                _keys_text.clear()
-            _keys_text[items] = keys
+        keys = json.dumps(stored, separators=(",", ":"))
     extra: dict[str, Any] = {}
     if record.claim is not None:
         extra["claim"] = claim_fields(record.claim)
