@@ -232,7 +232,15 @@ class Blocker:
 
 @dataclass(slots=True)
 class Record:
-    """What a store keeps per (account, call_id)."""
+    """What a store keeps per (account, call_id): a value.
+
+    A record is never changed once built: every change of a call's state is one of the
+    transitions below, which returns a new record for the kernel to ``put``. So a store
+    always has the record it last indexed beside the one replacing it, and a record the
+    kernel holds is what was read or put, never something another step changed under it.
+    (Not frozen, like :class:`Claim`: a frozen dataclass's ``__init__`` costs several
+    times a slotted one's, and these are built on every decision.)
+    """
 
     account: str
     call_id: str
@@ -261,6 +269,53 @@ class Record:
     blocker_key: str | None = None
     retry_after_s: float | None = None
     ended_by: Literal["released", "expired", "cancelled", ""] = ""
+
+    # transitions -----------------------------------------------------------------------
+    def _copy(self) -> Record:
+        # Positional, in field order: keywords cost measurably more per decision.
+        return Record(
+            self.account, self.call_id, self.state, self.fingerprint, self.number,
+            self.direction, self.priority, self.held, self.keys, self.admitted_at,
+            self.expires_at, self.max_end, self.ttl_s, self.promoted, self.claim, self.seq,
+            self.enqueued_at, self.deadline, self.last_poll, self.until, self.reason,
+            self.blocker_key, self.retry_after_s, self.ended_by)
+
+    def leased(self, held: tuple[tuple[str, int], ...], keys: dict[str, str], now: float,
+               expires_at: float, max_end: float, ttl_s: float, promoted: bool) -> Record:
+        """A queued call promoted to a lease (a new call's lease is built directly)."""
+        r = self._copy()
+        r.state, r.held, r.keys, r.admitted_at = "leased", held, keys, now
+        r.expires_at, r.max_end, r.ttl_s, r.promoted, r.claim = (
+            expires_at, max_end, ttl_s, promoted, None)
+        return r
+
+    def renewed(self, ttl_s: float, expires_at: float) -> Record:
+        r = self._copy()
+        r.ttl_s, r.expires_at = ttl_s, expires_at
+        return r
+
+    def polled(self, now: float) -> Record:
+        """A queued call that asked again: it is still waiting."""
+        r = self._copy()
+        r.last_poll = now
+        return r
+
+    def ended(self, how: Literal["released", "expired", "cancelled"], until: float) -> Record:
+        """A lease released or expired, or a queued call cancelled; remembered until
+        ``until``. Its slots are gone, and nothing reads an ended call's keys."""
+        r = self._copy()
+        r.state, r.ended_by, r.until, r.held, r.keys = "ended", how, until, (), {}
+        if how == "cancelled":
+            r.claim = None
+        return r
+
+    def rejected(self, reason: Reason, key: str, retry_after_s: float | None,
+                 until: float) -> Record:
+        """Refused (and remembered until ``until``, to answer a retry the same way)."""
+        r = self._copy()
+        r.state, r.reason, r.blocker_key, r.retry_after_s, r.until, r.claim = (
+            "rejected", reason, key, retry_after_s, until, None)
+        return r
 
 
 class VerdictKind(StrEnum):

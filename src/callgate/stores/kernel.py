@@ -5,7 +5,11 @@ who only acts between two ticks of the clock. At every tick (every primitive) th
 attendant first sends home the cars whose time is up (expired leases, callers who stopped
 polling or waited past ``max_wait``), then waves in queue heads that now fit, highest
 priority and earliest arrival first, then deals with the car in front of them: all of
-its pumps at once, or none.
+its pumps at once, or none. (A renew while nobody waits is a glance at one car only: it
+moves that car's time and nothing else, see :func:`renew`.)
+
+Records are values: every change to a call is one of :class:`Record`'s transitions,
+which returns a new record that the step hands to ``State.put``.
 
 The functions here run *inside* a store's atomic step and see the store only through
 :class:`State`. A store makes the step atomic its own way (a lock in memory, one
@@ -19,7 +23,7 @@ import heapq
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from callgate.model import Reason
 from callgate.stores.base import (
@@ -124,14 +128,12 @@ def housekeeping(st: State, now: float) -> int:
     return expired
 
 
-def end_lease(st: State, record: Record, now: float, how: str) -> None:
+def end_lease(st: State, record: Record, now: float,
+              how: Literal["released", "expired"]) -> Record:
     _add_held(st, record.held, -1)
-    record.state = "ended"
-    record.ended_by = "released" if how == "released" else "expired"
-    record.until = now + st.limits.ended_ttl_s
-    record.held = ()
-    record.keys = {}  # nothing reads an ended call's keys; it is remembered for ended_ttl
-    st.put(record)
+    ended = record.ended(how, now + st.limits.ended_ttl_s)
+    st.put(ended)
+    return ended
 
 
 def full_key(blockers: list[Blocker], number: str, now: float) -> str:
@@ -146,14 +148,10 @@ def full_key(blockers: list[Blocker], number: str, now: float) -> str:
 
 def reject(
     st: State, record: Record, now: float, reason: Reason, key: str, retry_after_s: float | None
-) -> None:
-    record.state = "rejected"
-    record.reason = reason
-    record.blocker_key = key
-    record.retry_after_s = retry_after_s
-    record.until = now + st.limits.tombstone_ttl_s
-    record.claim = None
-    st.put(record)
+) -> Record:
+    rejected = record.rejected(reason, key, retry_after_s, now + st.limits.tombstone_ttl_s)
+    st.put(rejected)
+    return rejected
 
 
 @dataclass(slots=True)
@@ -302,15 +300,8 @@ def take(
             claim.ttl_s, promoted,
         )
     else:
-        record.state = "leased"
-        record.held = held
-        record.keys = dict(choice)
-        record.admitted_at = now
-        record.max_end = max_end
-        record.ttl_s = claim.ttl_s
-        record.expires_at = expires_at
-        record.promoted = promoted
-        record.claim = None
+        record = record.leased(held, dict(choice), now, expires_at, max_end, claim.ttl_s,
+                               promoted)
     st.put(record)
     return record
 
@@ -417,20 +408,21 @@ def acquire(st: State, claim: Claim, now: float) -> Verdict:
         return Verdict(VerdictKind.ADMITTED, record, tuple(blockers))
     if claim.queue is None:
         return Verdict(VerdictKind.BLOCKED, None, tuple(blockers))
+    queue_len = len(st.queue_of(claim.number))
+    if queue_len >= claim.queue.queue_max or claim.queue.max_wait_s <= 0:
+        refused = Record(
+            account=claim.account, call_id=claim.call_id, state="queued",
+            fingerprint=claim.fingerprint, number=claim.number, direction=claim.direction,
+            priority=claim.priority)
+        refused = reject(st, refused, now, Reason.QUEUE_FULL,
+                         full_key(blockers, claim.number, now), None)
+        return Verdict(VerdictKind.QUEUE_FULL, refused, tuple(blockers))
     record = Record(
         account=claim.account, call_id=claim.call_id, state="queued",
         fingerprint=claim.fingerprint, number=claim.number, direction=claim.direction,
-        priority=claim.priority,
+        priority=claim.priority, claim=claim, seq=st.next_seq(), enqueued_at=now,
+        deadline=now + claim.queue.max_wait_s, last_poll=now,
     )
-    queue_len = len(st.queue_of(claim.number))
-    if queue_len >= claim.queue.queue_max or claim.queue.max_wait_s <= 0:
-        reject(st, record, now, Reason.QUEUE_FULL, full_key(blockers, claim.number, now), None)
-        return Verdict(VerdictKind.QUEUE_FULL, record, tuple(blockers))
-    record.claim = claim
-    record.seq = st.next_seq()
-    record.enqueued_at = now
-    record.last_poll = now
-    record.deadline = now + claim.queue.max_wait_s
     st.put(record)
     return Verdict(VerdictKind.QUEUED, record, tuple(blockers), position(st, record))
 
@@ -441,7 +433,7 @@ def _replay(st: State, record: Record, claim: Claim, now: float) -> Verdict:
     if record.state == "leased":
         return Verdict(VerdictKind.ADMITTED, record, replay=True)
     if record.state == "queued":
-        record.last_poll = now
+        record = record.polled(now)
         st.put(record)
         assert record.claim is not None
         blockers, _ = evaluate(st, record.claim, now)
@@ -465,21 +457,17 @@ def release(st: State, account: str | None, call_id: str, now: float) -> tuple[b
         end_lease(st, record, now, "released")
         released = True
     elif record is not None and record.state == "queued":
-        record.state = "ended"
-        record.ended_by = "cancelled"
-        record.until = now + st.limits.ended_ttl_s
-        record.claim = None
-        st.put(record)
+        st.put(record.ended("cancelled", now + st.limits.ended_ttl_s))
         cancelled = True
     if not settled:
         promote(st, now)
     return released, cancelled
 
 
-def renewed_expiry(record: Record, now: float) -> float:
+def renewed_expiry(ttl_s: float, max_end: float, now: float) -> float:
     """A lease renewed at ``now`` expires one TTL later, never past its maximum end (the
     Redis renew script computes the same in Lua: ``math.min(now + t, m)``)."""
-    return min(now + record.ttl_s, record.max_end)
+    return min(now + ttl_s, max_end)
 
 
 def renew(
@@ -499,11 +487,11 @@ def renew(
     if record is None:
         return RenewOutcome("unknown")
     if record.state == "leased" and record.expires_at <= now:
-        end_lease(st, record, now, "expired")
+        record = end_lease(st, record, now, "expired")
         st.add(EXPIRED_TOTAL, 1)
     if record.state == "leased":
-        record.ttl_s = ttl_s or record.ttl_s
-        record.expires_at = renewed_expiry(record, now)
+        ttl = ttl_s or record.ttl_s
+        record = record.renewed(ttl, renewed_expiry(ttl, record.max_end, now))
         st.put(record)
         return RenewOutcome("renewed", record)
     if record.state == "queued":

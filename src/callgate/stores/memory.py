@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -39,7 +39,6 @@ class _MemoryState:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.records: dict[tuple[str, str], Record] = {}
-        self.indexed: dict[tuple[str, str], str] = {}
         self.slots = _Counts()
         # The kernel reads counts many times per decision: a bound C method, not a Python one.
         self.in_use = self.slots.__getitem__
@@ -71,14 +70,14 @@ class _MemoryState:
     def put(self, record: Record) -> None:
         ident = (record.account, record.call_id)
         state = record.state
-        # Records are mutated in place by the kernel, so the state they were last indexed
-        # under is kept apart.
-        previous = self.indexed.get(ident)
-        was_leased = previous == "leased"
-        was_queued = previous == "queued"
+        # Records are values (base.Record): the one this replaces is what was indexed.
+        before = self.records.get(ident)
+        was_leased = before is not None and before.state == "leased"
+        was_queued = before is not None and before.state == "queued"
         if was_queued and state != "queued":
+            assert before is not None
             entries = self.queues[record.number]
-            entries[:] = [e for e in entries if e[2] is not record]
+            entries[:] = [e for e in entries if e[2] is not before]
             if not entries:
                 del self.queues[record.number]
         if state == "leased":
@@ -89,12 +88,15 @@ class _MemoryState:
             if was_leased:
                 self.leases -= 1
             if state == "queued":
-                if not was_queued:
-                    insort(self.queues.setdefault(record.number, []),
-                           (-record.priority, record.seq, record), key=lambda e: (e[0], e[1]))
+                entry = (-record.priority, record.seq, record)
+                entries = self.queues.setdefault(record.number, [])
+                if was_queued:  # polled: the same place in the queue
+                    at = bisect_left(entries, entry[:2], key=lambda e: (e[0], e[1]))
+                    entries[at] = entry
+                else:
+                    insort(entries, entry, key=lambda e: (e[0], e[1]))
             else:  # rejected or ended: a tombstone
                 heapq.heappush(self.tomb_heap, (record.until, *ident))
-        self.indexed[ident] = state
         self.records[ident] = record
 
     # slots and windows ----------------------------------------------------
@@ -189,7 +191,6 @@ class _MemoryState:
             ended = record is not None and record.state in ("rejected", "ended")
             if ended and record is not None and record.until == until:
                 del self.records[(account, call_id)]
-                del self.indexed[(account, call_id)]
 
     def queue_heads(self) -> list[Record]:
         return [entries[0][2] for entries in self.queues.values()]

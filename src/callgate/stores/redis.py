@@ -418,8 +418,8 @@ class RedisStore:
                     f"Redis store at {self._where} failed (renew): {exc}") from exc
             if shown:  # renewed in one round trip: the common case
                 record = load_record(shown[0], shown[1])
-                record.expires_at = kernel.renewed_expiry(record, now)  # as the script set it
-                return RenewOutcome("renewed", record)
+                expires_at = kernel.renewed_expiry(record.ttl_s, record.max_end, now)
+                return RenewOutcome("renewed", record.renewed(record.ttl_s, expires_at))
 
             def decide(snap: Snapshot, ids: list[str] = ids, named: str | None = named,
                        ) -> RenewOutcome:

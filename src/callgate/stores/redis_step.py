@@ -204,10 +204,8 @@ class Snapshot:
         self._now = now
         self._records: dict[str, Record | None] = {}
         self._orig: dict[str, bytes] = {}  # as read (absent: b"")
-        self._orig_state: dict[str, str] = {}
-        self._orig_seq: dict[str, int] = {}
+        self._read: dict[str, Record] = {}  # records as read (values: never changed)
         self._expiry: dict[str, float] = {}  # a live record's score in P due, as read
-        self._indexed: dict[str, str] = {}  # the state a record was last put in
         self._dirty: dict[str, Record] = {}
         self._counts: dict[str, int] = {}
         self._deltas: dict[str, int] = {}
@@ -338,9 +336,7 @@ class Snapshot:
             if expiry is not None:
                 self._expiry[ident] = expiry
             record = load_record(ident, text, expiry)
-            self._records[ident] = record
-            self._orig_state[ident] = self._indexed[ident] = record.state
-            self._orig_seq[ident] = record.seq
+            self._records[ident] = self._read[ident] = record
         else:
             self._records[ident] = None
 
@@ -386,18 +382,23 @@ class Snapshot:
 
     def put(self, record: Record) -> None:
         ident = rid(record.account, record.call_id)
-        previous = self._indexed.get(ident)
+        before = self._records.get(ident)  # what this replaces (records are values)
+        previous = before.state if before is not None else None
         state = record.state
         if previous == "queued" and state != "queued":
             entries = self._queues.get(record.number, [])
-            entries[:] = [e for e in entries if e is not record]
+            entries[:] = [e for e in entries if e is not before]
             if not entries:
                 self._queues.pop(record.number, None)
             self._queue_changed.add(record.number)
-        if state == "queued" and previous != "queued":
-            insort(self._queues.setdefault(record.number, []), record, key=_queue_order)
-            self._queue_changed.add(record.number)
-        self._indexed[ident] = state
+        if state == "queued":
+            entries = self._queues.setdefault(record.number, [])
+            if previous == "queued":  # polled: the same place in the queue
+                at = next(i for i, e in enumerate(entries) if e is before)
+                entries[at] = record
+            else:
+                insort(entries, record, key=_queue_order)
+                self._queue_changed.add(record.number)
         self._records[ident] = record
         self._dirty[ident] = record
 
@@ -514,7 +515,8 @@ class Snapshot:
         deltas = {key: d for key, d in self._deltas.items() if d}
         leases = 0
         for ident, record in self._dirty.items():
-            before, state = self._orig_state.get(ident), record.state
+            read = self._read.get(ident)
+            before, state = (read.state if read else None), record.state
             guards += [k("r:" + ident), self._orig.get(ident, b"")]
             op("SET", k("r:" + ident), encode_record(record))
             leases += (state == "leased") - (before == "leased")
@@ -534,7 +536,7 @@ class Snapshot:
                 if before == "leased" and record.ended_by == "expired":
                     expiries += [k("due"), ident, fmt(self._expiry[ident])]
             if before == "queued" and state != "queued":
-                op("ZREM", k("q:" + record.number), _qmember(self._orig_seq[ident], ident))
+                op("ZREM", k("q:" + record.number), _qmember(read.seq if read else 0, ident))
                 op("ZREM", k("qpoll"), ident)
             if state == "queued" and before != "queued":
                 op("ZADD", k("q:" + record.number), str(-record.priority),
