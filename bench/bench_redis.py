@@ -1,6 +1,6 @@
 """The Redis store: what each operation costs Redis's one thread, and what 100,000 calls take.
 
-    .venv/bin/python bench/bench_redis.py            # full: 100,000 leases (~2-3 min)
+    .venv/bin/python bench/bench_redis.py            # full: 100,000 leases (~5 min)
     .venv/bin/python bench/bench_redis.py --quick    # a smoke run (10,000 leases)
     .venv/bin/python bench/bench_redis.py --url redis://127.0.0.1:6379/0   # an existing server
 
@@ -17,9 +17,15 @@ call) with 1,000 leases held, and compared with the **reference**: a minimal ato
 script run on the same server in the same run, taking 5 caps (HMGET, check, HINCRBY
 each) and a sliding window (ZREMRANGEBYSCORE, ZCARD, ZADD). Targets: acquire <= 1.5x,
 release <= 1.5x, renew <= 0.5x the reference. The reference is called the way the store
-calls its own scripts (a Redis 7 function, FCALL), like with like: the same script sent
-with EVALSHA costs Redis 7.0 several microseconds more per call, and that figure is
-printed beside it, not used.
+calls its own scripts (a Redis 7 function, FCALL), like with like; the same script sent
+with EVALSHA is printed beside it, not used.
+
+Like with like also in time: the operations and the reference run one call at a time,
+interleaved (acquire a call, renew it, release it, the reference, the reference with
+EVALSHA), each call bracketed by ``INFO commandstats`` (:class:`Meter`), so each is timed
+in the same state of Redis's caches (cold ones: a busy Redis runs all of them faster),
+in 9 rounds; every figure is the median over rounds, each ratio the median of the
+rounds' ratios.
 
 It also prints the gate side (the gate process's own CPU per decision, from
 ``time.process_time``), then holds 100,000 leases for real, measures the three

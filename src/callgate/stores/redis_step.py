@@ -205,7 +205,6 @@ class Snapshot:
         self._records: dict[str, Record | None] = {}
         self._orig: dict[str, bytes] = {}  # as read (absent: b"")
         self._read: dict[str, Record] = {}  # records as read (values: never changed)
-        self._expiry: dict[str, float] = {}  # a live record's score in P due, as read
         self._dirty: dict[str, Record] = {}
         self._counts: dict[str, int] = {}
         self._deltas: dict[str, int] = {}
@@ -333,8 +332,6 @@ class Snapshot:
         """Keep the record ``ident`` as read (``text``), a live one with its score in P due."""
         self._orig[ident] = text or b""
         if text:
-            if expiry is not None:
-                self._expiry[ident] = expiry
             record = load_record(ident, text, expiry)
             self._records[ident] = self._read[ident] = record
         else:
@@ -533,8 +530,8 @@ class Snapshot:
                 op("ZADD", k("tombs"), fmt(record.until), ident)
                 if before in _LIVE:
                     op("ZREM", k("due"), ident)
-                if before == "leased" and record.ended_by == "expired":
-                    expiries += [k("due"), ident, fmt(self._expiry[ident])]
+                if read is not None and before == "leased" and record.ended_by == "expired":
+                    expiries += [k("due"), ident, fmt(read.expires_at)]  # as read
             if before == "queued" and state != "queued":
                 op("ZREM", k("q:" + record.number), _qmember(read.seq if read else 0, ident))
                 op("ZREM", k("qpoll"), ident)
