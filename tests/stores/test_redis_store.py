@@ -29,8 +29,8 @@ from callgate.model import Call, Decision, Outcome, Reason
 from callgate.stores import open_store
 from callgate.stores import redis as redis_store
 from callgate.stores.redis import RedisStore, check_sharing, parse_url
-from callgate.stores.redis_scripts import library_source, script_sources
-from callgate.stores.redis_step import Snapshot
+from callgate.stores.redis_scripts import Scripts, library_source, script_sources
+from callgate.stores.redis_step import Snapshot, apply_args
 from callgate.testing import FakeClock
 
 
@@ -168,6 +168,34 @@ def test_functions_are_reloaded_after_function_flush(store_url: str) -> None:
     assert gate.renew("c1").status.value == "renewed"
     assert in_use(gate, "number", N1) == 2
     assert raw(store_url).function_list(library="callgate_*")
+
+
+@pytest.mark.parametrize("mismatch", ["held", "absent"])
+def test_a_record_that_fails_its_guard_puts_back_every_record_the_apply_set(
+        store_url: str, mismatch: str) -> None:
+    """Records are guarded and written in one command each (SET NX, SET GET), after every
+    other guard: when the last one finds another value (or none), the records set before
+    it are put back as they were, and no counter or other write is made."""
+    client = closing(redis.Redis.from_url(store_url.split("?")[0]))
+    client.set("{t}:old", b"v1")
+    client.set("{t}:other", b"someone else's")
+    if mismatch == "absent":
+        client.delete("{t}:other")
+    run = Scripts(client)
+    records = ["{t}:new", "", b"n1", "{t}:old", b"v1", b"v2",
+               "{t}:other", b"what was read" if mismatch == "absent" else "", b"o2"]
+    args = apply_args(counters=["c", "1", ""], records=records,
+                      ops=["3", "SET", "{t}:side", "x"])
+    assert run("apply", ["{t}:used"], args) == 0
+    assert client.get("{t}:new") is None and client.get("{t}:old") == b"v1"
+    assert client.get("{t}:other") == (None if mismatch == "absent" else b"someone else's")
+    assert not client.exists("{t}:used", "{t}:side")
+    records[7] = b"" if mismatch == "absent" else b"someone else's"
+    assert run("apply", ["{t}:used"], apply_args(counters=["c", "1", ""], records=records,
+                                                 ops=["3", "SET", "{t}:side", "x"])) == 1
+    assert client.mget("{t}:new", "{t}:old", "{t}:other", "{t}:side") == [
+        b"n1", b"v2", b"o2", b"x"]
+    assert client.hget("{t}:used", "c") == b"1"
 
 
 def test_a_failed_guard_makes_the_step_read_and_decide_again(

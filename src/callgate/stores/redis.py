@@ -86,6 +86,7 @@ from callgate.stores.redis_scripts import Scripts
 from callgate.stores.redis_step import (
     Snapshot,
     StaleRead,
+    apply_args,
     claim_json,
     encode_record,
     load_claim,
@@ -324,8 +325,8 @@ class RedisStore:
                 args = snap.changes(token)
                 if args is None:
                     if token:  # read only: free the lock if it is still ours
-                        self._scripts("apply", [f"{tag}used"], [
-                            "0", "1", f"{tag}lock", token, "0", "0", "2", "DEL", f"{tag}lock"])
+                        self._scripts("apply", [f"{tag}used"], apply_args(
+                            guards=[f"{tag}lock", token], ops=["2", "DEL", f"{tag}lock"]))
                     return result
                 if self._scripts("apply", [f"{tag}used"], args) == 1:
                     return result
@@ -450,10 +451,8 @@ class RedisStore:
     def tombstone(self, record: Record) -> None:
         tag = self._tag(record.account)
         ident = rid(record.account, record.call_id)
-        args: list[str | bytes] = [
-            "0", "1", f"{tag}r:{ident}", "", "0", "0",
-            "3", "SET", f"{tag}r:{ident}", encode_record(record),
-            "4", "ZADD", f"{tag}tombs", _time(record.until), ident]
+        args = apply_args(records=[f"{tag}r:{ident}", "", encode_record(record)],
+                          ops=["4", "ZADD", f"{tag}tombs", _time(record.until), ident])
         try:
             self._scripts("apply", [f"{tag}used"], args)  # a guard failure: it has a record
         except (RedisError, RedisClusterException, OSError) as exc:
@@ -497,14 +496,15 @@ class RedisStore:
                 pipe.hgetall(f"{tag}used")
                 pipe.hgetall(f"{tag}cool")
                 pipe.smembers(f"{tag}qs")
+                pipe.zcard(f"{tag}due")  # leases and queued calls
+                pipe.zcard(f"{tag}qpoll")  # queued calls
                 for key, (_, period) in limits.windows.items():
                     pipe.zcount(f"{tag}w:{key}", "(" + _time(now - period), "+inf")
-                used, cool, numbers, *window_counts = pipe.execute()
-                for field, value in used.items():
+                used, cool, numbers, live, queued, *window_counts = pipe.execute()
+                for field, value in used.items():  # "#expired" rides along: kernel.usage
                     key = field.decode()
-                    if key != "#leases":  # "#expired" rides along; kernel.usage reads it
-                        in_use[key] = in_use.get(key, 0) + int(value)
-                leases += int(used.get(b"#leases", 0))
+                    in_use[key] = in_use.get(key, 0) + int(value)
+                leases += int(live) - int(queued)
                 for field, value in cool.items():
                     cooldowns[field.decode().removeprefix("provider:")] = float(value)
                 for key, count in zip(limits.windows, window_counts, strict=True):

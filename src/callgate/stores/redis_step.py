@@ -22,8 +22,9 @@ A failed guard writes nothing; the store reads again and decides again (see
 script (``lua/renew.lua``) is the only Lua that reads one, and it writes none.
 
 Keys, all under the sharing domain's hash tag ``P`` (one cluster slot):
-``P r:<id>`` a record, ``P used`` counters (+ ``#leases``, ``#expired``), ``P due`` leases
-by expiry (the only copy of a lease's expiry) and queued calls by deadline, ``P tombs``
+``P r:<id>`` a record, ``P used`` counters (+ ``#expired``), ``P due`` leases by expiry
+(the only copy of a lease's expiry) and queued calls by deadline (so the leases held
+are ``ZCARD due - ZCARD qpoll``: no counter of them is kept), ``P tombs``
 rejections and ends by their until,
 ``P q:<number>`` a queue (score -priority, member ``%016d(seq)<id>``), ``P qs`` numbers
 with a queue, ``P qpoll`` queued calls by last poll, ``P qv`` the queues' version (also
@@ -174,6 +175,23 @@ def load_record(ident: bytes | str, packed: bytes, expires_at: float | None = No
     return record
 
 
+Args = list[str | bytes]
+
+
+def apply_args(counters: Sequence[str | bytes] = (), guards: Sequence[str | bytes] = (),
+               windows: Sequence[str | bytes] = (), expiries: Sequence[str | bytes] = (),
+               records: Sequence[str | bytes] = (), ops: Sequence[str | bytes] = ()) -> Args:
+    """The guarded-apply script's arguments (``lua/apply.lua``): each section flat, e.g.
+    ``counters`` as field, delta, bound, ...; ``ops`` already counted (argc, command, args)."""
+    out: Args = []
+    for section, width in ((counters, 3), (guards, 2), (windows, 4), (expiries, 3),
+                           (records, 3)):
+        out.append(str(len(section) // width))
+        out += section
+    out += ops
+    return out
+
+
 def _qmember(seq: int, ident: str) -> str:
     return f"{seq:016d}{ident}"
 
@@ -235,18 +253,17 @@ class Snapshot:
         numbers with a queue and the queues' version; then whatever housekeeping and
         promotion need, if anything is due or queued.
 
-        ``expiries=False`` leaves out the expiries of ``ids`` for a step that never
-        answers with a lease it did not renew (a release, a renew): a lease among them
-        that is due has its expiry from the due read; any other is known not to be due,
-        and its expiry is kept as +inf (the step sets a new one, or does not use it).
+        A lease among ``ids`` that is due has its expiry from the due read. Any other
+        lease's expiry is read in a second round trip (rare: an admission that finds its
+        call already admitted), or with ``expiries=False`` not at all, for a step that
+        never answers with a lease it did not renew (a release, a renew): it is known not
+        to be due, and kept as +inf (the step sets a new one, or does not use it).
         """
         now = self._now
         pipe = self._client.pipeline(transaction=False)
         ids = [i for i in dict.fromkeys(ids) if i not in self._orig]
         for ident in ids:
             pipe.get(self.key("r:" + ident))
-            if expiries:
-                pipe.zscore(self.key("due"), ident)
         fields = [k for k in dict.fromkeys(counts) if k not in self._counts]
         if fields:
             pipe.hmget(self.key("used"), fields)
@@ -261,7 +278,7 @@ class Snapshot:
         if cooldowns:
             pipe.hgetall(self.key("cool"))
         replies = pipe.execute()
-        at = len(ids) * (2 if expiries else 1)
+        at = len(ids)
         if fields:
             for key, value in zip(fields, replies[at], strict=True):
                 self._counts[key] = int(value or 0)
@@ -274,11 +291,18 @@ class Snapshot:
             self._set_cool(replies[at + 4])
         self._due_scores = {d.decode(): float(score) for d, score in due}
         self._due = list(self._due_scores)
-        for index, ident in enumerate(ids):
-            if expiries:
-                self._loaded(ident, replies[2 * index], replies[2 * index + 1])
-            else:
-                self._loaded(ident, replies[index], self._due_scores.get(ident, math.inf))
+        scores = self._due_scores
+        texts = replies[:len(ids)]
+        if expiries:
+            leases = [i for i, text in zip(ids, texts, strict=True)
+                      if text and text[:1] == LEASE_MARK and i not in scores]
+            if leases:
+                pipe = self._client.pipeline(transaction=False)
+                for ident in leases:
+                    pipe.zscore(self.key("due"), ident)
+                scores = scores | dict(zip(leases, pipe.execute(), strict=True))
+        for ident, text in zip(ids, texts, strict=True):
+            self._loaded(ident, text, scores.get(ident, math.inf))
         self._tombs_due = [t.decode() for t in tombs]
         self._qs = {q.decode() for q in qs}
         self._qv = int(qv or 0)
@@ -501,22 +525,20 @@ class Snapshot:
         """
         k = self.key
         now = self._now
-        ops: list[str | bytes] = []
-        guards: list[str | bytes] = []
-        expiries: list[str | bytes] = []
+        ops: Args = []
+        guards: Args = []
+        expiries: Args = []
+        records: Args = []
 
         def op(*args: str | bytes) -> None:
             ops.append(str(len(args)))
             ops.extend(args)
 
         deltas = {key: d for key, d in self._deltas.items() if d}
-        leases = 0
         for ident, record in self._dirty.items():
             read = self._read.get(ident)
             before, state = (read.state if read else None), record.state
-            guards += [k("r:" + ident), self._orig.get(ident, b"")]
-            op("SET", k("r:" + ident), encode_record(record))
-            leases += (state == "leased") - (before == "leased")
+            records += [k("r:" + ident), self._orig.get(ident, b""), encode_record(record)]
             if before in _GONE and state not in _GONE:
                 op("ZREM", k("tombs"), ident)
             if state == "leased":
@@ -538,8 +560,6 @@ class Snapshot:
             if state == "queued" and before != "queued":
                 op("ZADD", k("q:" + record.number), str(-record.priority),
                    _qmember(record.seq, ident))
-        if leases:
-            deltas["#leases"] = deltas.get("#leases", 0) + leases
         for number in sorted(self._queue_changed):
             if number in self._queues and number not in self._qs:
                 op("SADD", k("qs"), number)
@@ -549,7 +569,7 @@ class Snapshot:
             op("PURGE", k("tombs"), ident, k("r:" + ident), fmt(now))
         for field in self._cool_cleared:
             op("HDEL", k("cool"), field)
-        windows: list[str] = []
+        windows: Args = []
         specs = self.limits.windows
         for wkey, added in self._events.items():
             spec = specs.get(wkey)
@@ -579,7 +599,7 @@ class Snapshot:
         if self._queue_changed:
             guards += [k("qv"), str(self._qv) if self._qv else ""]
             op("SET", k("qv"), str(self._qv + max(1, self._seq)))
-        counters: list[str | bytes] = []
+        counters: Args = []
         caps = self.limits.caps
         for key, delta in deltas.items():
             bound = ""
@@ -589,5 +609,4 @@ class Snapshot:
                 if self._counts.get(key, 0) + delta <= room:
                     bound = str(room)
             counters += [key, str(delta), bound]
-        return [str(len(deltas)), *counters, str(len(guards) // 2), *guards,
-                str(len(windows) // 4), *windows, str(len(expiries) // 3), *expiries, *ops]
+        return apply_args(counters, guards, windows, expiries, records, ops)

@@ -1,17 +1,20 @@
 -- apply: check every guard a step relied on, then make all of its writes, or none.
 -- The algorithm ran in the gate (stores/kernel.py); this only applies what it decided.
 -- KEYS[1] = P.."used" (the counters hash; every key shares its hash tag)
--- ARGV: four counted sections:
+-- ARGV: five counted sections:
 --   n counters: field, delta, bound ("" = none): fails unless used[field] + delta <= bound
 --   n guards:   key, value ("" = absent): fails unless GET key is exactly that value
 --   n windows:  key, since, added, limit: fails unless ZCOUNT (since..+inf] + added <= limit
 --   n expiries: zset, member, score: fails unless ZSCORE zset member is that score
+--   n records:  key, expected ("" = absent), new: SET key new (NX, or GET: guard and write
+--               in one command), checked last: on a mismatch every record set is put
+--               back as it was (records have no TTL), so nothing is written
 -- then writes until the end: argc, command, args... (a counter at 0 is deleted), where
 -- the command PURGE, tombs, id, record key, now forgets a rejection or end past its until
 -- unless it was replaced meanwhile (its entry in tombs is then gone or later).
 -- Returns 1 when applied, 0 when a guard failed (nothing written: the gate reads again).
--- (Numbers arrive as strings; Lua's arithmetic coerces them, `+ 0` where only a
--- comparison needs one: cheaper than tonumber, and this runs on Redis's one thread.)
+-- (Numbers arrive as strings: Lua's arithmetic coerces them (`+ 0` for a comparison),
+-- cheaper than tonumber on Redis's one thread.)
 local function apply(KEYS, ARGV)
   local call, tonumber, unpack = redis.call, tonumber, unpack
   local i = 1
@@ -25,11 +28,8 @@ local function apply(KEYS, ARGV)
     counts = call("HMGET", KEYS[1], unpack(fields))
     i = 1
     for c = 1, n do
-      local count = (counts[c] or 0) + ARGV[i + 2]
-      local bound = ARGV[i + 3]
-      if bound ~= "" and count > bound + 0 then
-        return 0
-      end
+      local count, bound = (counts[c] or 0) + ARGV[i + 2], ARGV[i + 3]
+      if bound ~= "" and count > bound + 0 then return 0 end
       counts[c] = count
       i = i + 3
     end
@@ -55,6 +55,26 @@ local function apply(KEYS, ARGV)
     end
     i = i + 3
   end
+  i = i + 1
+  local records = ARGV[i] + 0
+  for r = 1, records do
+    local at = i + 3 * r - 2
+    local was -- what the key held ("" = absent), or false when SET NX wrote nothing
+    if ARGV[at + 1] == "" then
+      was = call("SET", ARGV[at], ARGV[at + 2], "NX") and ""
+    else
+      was = call("SET", ARGV[at], ARGV[at + 2], "GET") or ""
+    end
+    if was ~= ARGV[at + 1] then -- put back this record and every one set before it
+      for back = r, 1, -1 do
+        local key, held = ARGV[i + 3 * back - 2], ARGV[i + 3 * back - 1]
+        if back == r then held = was end
+        if held == "" then call("DEL", key) elseif held then call("SET", key, held) end
+      end
+      return 0
+    end
+  end
+  i = i + 3 * records
   if n > 0 then
     local set, gone = {}, {}
     for c = 1, n do
