@@ -10,6 +10,7 @@ import gc
 import random
 import secrets
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from callgate.stores import open_store
 from callgate.stores import redis as redis_store
 from callgate.stores.redis import RedisStore, check_sharing, parse_url
 from callgate.stores.redis_scripts import Scripts, library_source, script_sources
-from callgate.stores.redis_step import Snapshot, apply_args
+from callgate.stores.redis_step import LOCK_FIELD, Snapshot, apply_args, lock_value
 from callgate.testing import FakeClock
 
 
@@ -211,11 +212,11 @@ def test_a_failed_guard_makes_the_step_read_and_decide_again(
     raced: list[Decision] = []
     started: list[bool] = []
 
-    def racing(snap: Snapshot, lock: str = "") -> Any:
+    def racing(snap: Snapshot) -> Any:
         if not started:  # once: the other gate's own step runs through here too
             started.append(True)
             raced.append(other.acquire(Call("b", "inbound", N1)))  # 2 of 2
-        return original(snap, lock)
+        return original(snap)
 
     monkeypatch.setattr(Snapshot, "changes", racing)
     decision = gate.acquire(Call("o", "outbound", N1))
@@ -232,12 +233,65 @@ def test_a_step_that_never_gets_through_is_an_explicit_store_error(
     monkeypatch.setattr(redis_store, "CONTENTION_BUDGET_S", 0.2)
     gate = gate_on(store_url)
     prefix = parse_url(store_url).prefix
-    raw(store_url).set(f"{{{prefix}}}:lock", "another-gate", px=60_000)
+    used = f"{{{prefix}}}:used"
+    raw(store_url).hset(used, LOCK_FIELD, lock_value("another-gate", gate.clock.now + 60))
     refused = gate.acquire(Call("c1", "inbound", N1))
     assert (refused.outcome, refused.reason) == (Outcome.REJECTED, Reason.STORE_UNAVAILABLE)
-    raw(store_url).delete(f"{{{prefix}}}:lock")
+    raw(store_url).hdel(used, LOCK_FIELD)
     assert in_use(gate, "number", N1) == 0
     assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+
+
+def test_a_step_that_keeps_failing_its_guards_takes_the_step_lock_and_gets_through(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After OPTIMISTIC_ATTEMPTS failed applies a step takes the tag's step lock (a field of
+    the counters hash); while it holds it another gate's step waits instead of deciding;
+    the holder's apply frees it, and then the other gate gets through."""
+    monkeypatch.setattr(redis_store, "LOCK_TTL_S", 30.0)  # far beyond any stall
+    clock = FakeClock()
+    stack = stack_from(BASE)
+    store = closing(RedisStore.from_url(store_url, Gate.limits_for(stack)))
+    gate, other = Gate(stack, store, clock), gate_on(store_url, clock=clock)
+    used = f"{{{parse_url(store_url).prefix}}}:used"
+    client = raw(store_url)
+    run = store._scripts
+    applies: list[int] = []
+    seen: dict[str, Any] = {}
+
+    def scripts(name: str, keys: list[str], args: Any) -> Any:
+        if name != "apply":
+            return run(name, keys, args)
+        applies.append(1)
+        if len(applies) <= redis_store.OPTIMISTIC_ATTEMPTS:
+            return 0  # as if another gate had changed what this step read
+        if len(applies) == redis_store.OPTIMISTIC_ATTEMPTS + 2:  # the step's own apply
+            seen["lock"] = client.hget(used, LOCK_FIELD)
+            waiting = threading.Thread(
+                target=lambda: seen.setdefault("other", other.acquire(Call("b", "inbound", N1))))
+            waiting.start()
+            waiting.join(0.2)
+            seen["waited"] = waiting.is_alive()
+            seen["thread"] = waiting
+        return run(name, keys, args)
+
+    monkeypatch.setattr(store, "_scripts", scripts)
+    assert gate.acquire(Call("a", "inbound", N1)).outcome is Outcome.ADMITTED
+    seen["thread"].join(10)
+    assert seen["lock"] and seen["waited"]  # held during the apply; the other gate waited
+    assert seen["other"].outcome is Outcome.ADMITTED
+    assert client.hget(used, LOCK_FIELD) is None
+    assert in_use(gate, "number", N1) == 2
+
+
+def test_a_step_lock_past_its_deadline_is_freed_by_the_next_step(store_url: str) -> None:
+    """A gate that died holding the step lock blocks nobody past the lock's deadline: the
+    next step guards on the value it read, frees it, and is admitted at once."""
+    gate = gate_on(store_url)
+    used = f"{{{parse_url(store_url).prefix}}}:used"
+    raw(store_url).hset(used, LOCK_FIELD, lock_value("a-dead-gate", gate.clock.now - 0.5))
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    assert raw(store_url).hget(used, LOCK_FIELD) is None
+    assert in_use(gate, "number", N1) == 1
 
 
 def test_a_renew_moves_only_the_leases_expiry_and_rewrites_no_record(store_url: str) -> None:
@@ -271,10 +325,10 @@ def test_a_step_that_read_a_lease_due_never_expires_it_once_renewed(store_url: s
     original = Snapshot.changes
     renewed: list[str] = []
 
-    def racing(snap: Snapshot, lock: str = "") -> Any:
+    def racing(snap: Snapshot) -> Any:
         if not renewed:
             renewed.append(owner.renew("c1").status.value)
-        return original(snap, lock)
+        return original(snap)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Snapshot, "changes", racing)

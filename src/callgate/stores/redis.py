@@ -84,6 +84,8 @@ from callgate.stores.base import (
 )
 from callgate.stores.redis_scripts import Scripts
 from callgate.stores.redis_step import (
+    LOCK_FIELD,
+    LockHeld,
     Snapshot,
     StaleRead,
     apply_args,
@@ -91,6 +93,8 @@ from callgate.stores.redis_step import (
     encode_record,
     load_claim,
     load_record,
+    lock_live,
+    lock_value,
     rid,
     split_id,
 )
@@ -217,15 +221,17 @@ def limits_fields(limits: Limits, accounts: Sequence[str]) -> list[str]:
 
 OPTIMISTIC_ATTEMPTS = 4
 CONTENTION_BUDGET_S = 5.0
-LOCK_TTL_MS = 2000
+LOCK_TTL_S = 2.0
 """How a step gets through when other gates keep changing what it relied on.
 
 A guard fails only when another gate changed the same record, queue or counter between
 this step's read and its apply (a few hundred microseconds), and the step then reads and
 decides again. After :data:`OPTIMISTIC_ATTEMPTS` failures it takes the tag's step lock
-(``SET P lock <token> NX PX 2000``): while it is held every other gate's apply fails its
-guard, so the holder's next attempt goes through (its apply frees the lock), and the
-others wait their turn, polling every 0.5-2 ms. A holder that dies frees it after 2 s.
+(the field ``!lock`` of ``P used``, ``<token> <deadline>``, deadline 2 s on its clock,
+set by an apply guarded on the value it read): while it is held every other gate's
+step waits when it reads it (polling every 0.5-2 ms) and every apply read before fails
+its guard, so the holder's next attempt goes through (its apply frees the lock). A
+holder that dies holds it until its deadline: the next step frees it.
 A step that has not got through after :data:`CONTENTION_BUDGET_S` seconds gives up with
 :class:`StoreError` (as SQLite gives up after its busy timeout), which the gate turns
 into its ``on_store_error`` decision: an explicit answer, never a cap exceeded and
@@ -304,40 +310,60 @@ class RedisStore:
     def _step(self, name: str, tag: str, now: float,
               decide: Callable[[Snapshot], _T]) -> _T:
         """Read, decide with the kernel, apply under guards; again on a failed guard."""
-        token = ""
-        deadline = time.monotonic() + CONTENTION_BUDGET_S
+        lock = ""  # the step lock's value while this step holds it
+        started = time.monotonic()
+        deadline = started + CONTENTION_BUDGET_S
         attempt = 0
+        used = f"{tag}used"
         try:
             while attempt == 0 or time.monotonic() < deadline:
                 attempt += 1
-                if attempt > OPTIMISTIC_ATTEMPTS and not token:
-                    token = secrets.token_hex(8)
-                    if not self._client.set(f"{tag}lock", token, nx=True, px=LOCK_TTL_MS):
-                        token = ""
+                if attempt > OPTIMISTIC_ATTEMPTS and not lock:
+                    lock = self._take_lock(tag, now + time.monotonic() - started)
+                    if not lock:
                         time.sleep(random.uniform(0.0005, 0.002))  # another gate's turn
                         continue
-                snap = Snapshot(self._client, tag, self._limits, self._accounts[tag], now)
+                snap = Snapshot(self._client, tag, self._limits, self._accounts[tag], now,
+                                lock, waited=time.monotonic() - started)
                 try:
                     result = decide(snap)
+                except LockHeld:
+                    time.sleep(random.uniform(0.0005, 0.002))  # another gate's turn
+                    continue
                 except StaleRead:
                     self.conflicts += 1
                     continue
-                args = snap.changes(token)
+                args = snap.changes()
                 if args is None:
-                    if token:  # read only: free the lock if it is still ours
-                        self._scripts("apply", [f"{tag}used"], apply_args(
-                            guards=[f"{tag}lock", token], ops=["2", "DEL", f"{tag}lock"]))
+                    if lock:  # read only: free the lock if it is still ours
+                        self._scripts("apply", [used], apply_args(
+                            guards=[LOCK_FIELD, lock], ops=["3", "HDEL", used, LOCK_FIELD]))
                     return result
-                if self._scripts("apply", [f"{tag}used"], args) == 1:
+                if self._scripts("apply", [used], args) == 1:
                     return result
                 self.conflicts += 1
-                if token and self._client.get(f"{tag}lock") != token.encode():
-                    token = ""  # it expired: take it again
+                if lock and self._client.hget(used, LOCK_FIELD) != lock.encode():
+                    lock = ""  # it expired and another step freed it: take it again
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreError(f"Redis store at {self._where} failed ({name}): {exc}") from exc
         raise StoreError(
             f"Redis store at {self._where}: {name} found its reads changed by other gates "
             f"for {CONTENTION_BUDGET_S:g} s ({attempt} attempts); nothing was taken")
+
+    def _take_lock(self, tag: str, now: float) -> str:
+        """The step lock's value once this step holds it; "" when another step does.
+
+        ``now`` is the step's time plus how long it has been trying: the lock is a timer
+        of real time, and a step's own time stands still while it retries."""
+        used = f"{tag}used"
+        read = cast(bytes | None, self._client.hget(used, LOCK_FIELD))
+        was = read.decode() if read else ""
+        if lock_live(was, now):
+            return ""
+        value = lock_value(secrets.token_hex(8), now + LOCK_TTL_S)
+        taken = self._scripts("apply", [used], apply_args(
+            guards=[LOCK_FIELD, was], ops=["4", "HSET", used, LOCK_FIELD, value]))
+        return value if taken == 1 else ""
 
     # the contract ------------------------------------------------------------------------------
     def configure(self, limits: Limits) -> None:
@@ -503,7 +529,8 @@ class RedisStore:
                 used, cool, numbers, live, queued, *window_counts = pipe.execute()
                 for field, value in used.items():  # "#expired" rides along: kernel.usage
                     key = field.decode()
-                    in_use[key] = in_use.get(key, 0) + int(value)
+                    if not key.startswith("!"):  # the queues' version, the step lock
+                        in_use[key] = in_use.get(key, 0) + int(value)
                 leases += int(live) - int(queued)
                 for field, value in cool.items():
                     cooldowns[field.decode().removeprefix("provider:")] = float(value)

@@ -12,7 +12,8 @@ then turns those changes into one call of the generic guarded-apply script
   A window raised gets the same guard on its count. A layer the kernel itself took past
   its cap (shadow mode) is not guarded: shadow mode admits whatever the count.
 - a *version* guard per record the step read and changed (the exact bytes it read, or
-  absent), and on the queues' version counter ``qv`` when the step changed a queue.
+  absent; checked and written in one command), and on the queues' version (the
+  ``!qv`` field of ``P used``) when the step changed a queue.
 - an *expiry* guard per lease the step expires: its expiry in ``P due`` is still the one
   read. A lease's expiry lives only there (the renew script moves it without touching
   the record), so a lease renewed after the read is never expired by a stale step.
@@ -22,13 +23,14 @@ A failed guard writes nothing; the store reads again and decides again (see
 script (``lua/renew.lua``) is the only Lua that reads one, and it writes none.
 
 Keys, all under the sharing domain's hash tag ``P`` (one cluster slot):
-``P r:<id>`` a record, ``P used`` counters (+ ``#expired``), ``P due`` leases by expiry
-(the only copy of a lease's expiry) and queued calls by deadline (so the leases held
-are ``ZCARD due - ZCARD qpoll``: no counter of them is kept), ``P tombs``
-rejections and ends by their until,
+``P r:<id>`` a record, ``P used`` counters (+ ``#expired``) and, read in the same
+HMGET, ``!qv`` the queues' version (also the arrival sequence) and ``!lock`` the step
+lock (see :data:`LOCK_FIELD`), ``P due`` leases by expiry (the only copy of a lease's
+expiry) and queued calls by deadline (so the leases held are ``ZCARD due - ZCARD
+qpoll``: no counter of them is kept), ``P tombs`` rejections and ends by their until,
 ``P q:<number>`` a queue (score -priority, member ``%016d(seq)<id>``), ``P qs`` numbers
-with a queue, ``P qpoll`` queued calls by last poll, ``P qv`` the queues' version (also
-the arrival sequence), ``P w:<key>`` a window's admissions, ``P cool`` cooldowns,
+with a queue, ``P qpoll`` queued calls by last poll, ``P w:<key>`` a window's
+admissions, ``P cool`` cooldowns,
 ``P limits`` what the gate configured (for operators). ``<id>`` is
 ``<bytes of account>:<account>:<call id>``.
 """
@@ -192,6 +194,24 @@ def apply_args(counters: Sequence[str | bytes] = (), guards: Sequence[str | byte
     return out
 
 
+# The queues' version and the step lock are fields of ``P used``, read with the counters.
+QV_FIELD = "!qv"
+LOCK_FIELD = "!lock"
+"""``<token> <deadline>``: held by the step with that token until the deadline (the
+holder's clock, like every time callgate keeps in Redis), or until its apply frees it.
+A step that reads it held by another stops there (:class:`LockHeld`); one that reads it
+past its deadline guards on it and frees it."""
+
+
+def lock_value(token: str, deadline: float) -> str:
+    return f"{token} {fmt(deadline)}"
+
+
+def lock_live(value: str, now: float) -> bool:
+    """Whether the step lock ``value`` (as read; "" = free) is held at ``now``."""
+    return bool(value) and float(value.rpartition(" ")[2]) > now
+
+
 def _qmember(seq: int, ident: str) -> str:
     return f"{seq:016d}{ident}"
 
@@ -204,17 +224,24 @@ class StaleRead(Exception):  # a signal inside the store, never raised out of it
     """The queues changed between two reads of one step: read again."""
 
 
+class LockHeld(StaleRead):  # a signal inside the store, never raised out of it
+    """Another gate's step holds the tag's step lock: wait, then read again."""
+
+
 # the snapshot -----------------------------------------------------------------------------------
 class Snapshot:
     """:class:`kernel.State` over one step's reads from Redis; writes are recorded, not made.
 
     ``client`` is the redis-py client (or cluster client); every key this step touches
     starts with ``tag``. ``accounts`` are the accounts whose records live under the tag,
-    in config order (ordering rule 1).
+    in config order (ordering rule 1). ``lock`` is the step lock's value when this step
+    holds it (its apply then frees it); ``waited`` how long the step has been trying
+    (the lock's deadline is compared with ``now + waited``: the step's time stands still
+    while it retries).
     """
 
     def __init__(self, client: Any, tag: str, limits: Limits, accounts: Sequence[str],
-                 now: float) -> None:
+                 now: float, lock: str = "", waited: float = 0.0) -> None:
         self.limits = limits
         self.accounts = tuple(accounts)
         self._client = client
@@ -240,6 +267,9 @@ class Snapshot:
         self._queue_changed: set[str] = set()
         self._qv = 0
         self._seq = 0
+        self._lock = lock
+        self._lock_read = ""
+        self._waited = waited
 
     # reading --------------------------------------------------------------------------------
     def key(self, suffix: str) -> str:
@@ -265,8 +295,7 @@ class Snapshot:
         for ident in ids:
             pipe.get(self.key("r:" + ident))
         fields = [k for k in dict.fromkeys(counts) if k not in self._counts]
-        if fields:
-            pipe.hmget(self.key("used"), fields)
+        pipe.hmget(self.key("used"), [*fields, QV_FIELD, LOCK_FIELD])
         specs = self.limits.windows
         wkeys = [k for k in dict.fromkeys(windows) if k in specs and k not in self._windows]
         for wkey in wkeys:
@@ -274,21 +303,24 @@ class Snapshot:
         pipe.zrangebyscore(self.key("due"), "-inf", fmt(now), withscores=True)
         pipe.zrangebyscore(self.key("tombs"), "-inf", fmt(now), start=0, num=1000)
         pipe.smembers(self.key("qs"))
-        pipe.get(self.key("qv"))
         if cooldowns:
             pipe.hgetall(self.key("cool"))
         replies = pipe.execute()
         at = len(ids)
-        if fields:
-            for key, value in zip(fields, replies[at], strict=True):
-                self._counts[key] = int(value or 0)
-            at += 1
+        *values, qv, lock = replies[at]
+        self._lock_read = lock.decode() if lock else ""
+        if self._lock_read != self._lock and lock_live(self._lock_read, now + self._waited):
+            raise LockHeld
+        self._qv = int(qv or 0)
+        for key, value in zip(fields, values, strict=True):
+            self._counts[key] = int(value or 0)
+        at += 1
         for wkey in wkeys:
             self._windows[wkey] = int(replies[at])
             at += 1
-        due, tombs, qs, qv = replies[at:at + 4]
+        due, tombs, qs = replies[at:at + 3]
         if cooldowns:
-            self._set_cool(replies[at + 4])
+            self._set_cool(replies[at + 3])
         self._due_scores = {d.decode(): float(score) for d, score in due}
         self._due = list(self._due_scores)
         scores = self._due_scores
@@ -305,7 +337,6 @@ class Snapshot:
             self._loaded(ident, text, scores.get(ident, math.inf))
         self._tombs_due = [t.decode() for t in tombs]
         self._qs = {q.decode() for q in qs}
-        self._qv = int(qv or 0)
         if self._due or self._qs:
             self._read_more()
 
@@ -318,7 +349,7 @@ class Snapshot:
         numbers = sorted(self._qs)
         for number in numbers:
             pipe.zrange(self.key("q:" + number), 0, -1)
-        pipe.get(self.key("qv"))
+        pipe.hget(self.key("used"), QV_FIELD)
         pipe.hgetall(self.key("cool"))
         replies = pipe.execute()
         for ident, text in zip(due, replies, strict=False):
@@ -517,11 +548,12 @@ class Snapshot:
         return self._qv + self._seq
 
     # applying -------------------------------------------------------------------------------
-    def changes(self, lock: str = "") -> list[str | bytes] | None:
+    def changes(self) -> list[str | bytes] | None:
         """The guarded-apply script's arguments for what this step changed (None: nothing).
 
-        Every apply is guarded on the tag's step lock (``P lock``) being free, or held by
-        this step (``lock``, its token: the apply then frees it); see ``RedisStore._step``.
+        Every apply is guarded on the tag's step lock (:data:`LOCK_FIELD`) being as read:
+        free, held by this step (the apply frees it) or past its deadline (the apply
+        frees it); see ``RedisStore._step``.
         """
         k = self.key
         now = self._now
@@ -589,16 +621,16 @@ class Snapshot:
                 windows += [zkey, "(" + fmt(now - period), str(added), str(limit)]
         if not ops and not deltas:
             return None
-        guards += [k("lock"), lock]
-        if lock:
-            op("DEL", k("lock"))
+        guards += [LOCK_FIELD, self._lock_read]
+        if self._lock_read:
+            op("HDEL", k("used"), LOCK_FIELD)
         # Only a step that changes a queue guards the queues' version. One that only read
         # them (a heartbeat or an admission while calls wait) is ordered before any
         # concurrent queue change: it only took room (value-guarded) or moved its own
         # record (version-guarded), so a caller queued meanwhile is still blocked after it.
         if self._queue_changed:
-            guards += [k("qv"), str(self._qv) if self._qv else ""]
-            op("SET", k("qv"), str(self._qv + max(1, self._seq)))
+            guards += [QV_FIELD, str(self._qv) if self._qv else ""]
+            op("HSET", k("used"), QV_FIELD, str(self._qv + max(1, self._seq)))
         counters: Args = []
         caps = self.limits.caps
         for key, delta in deltas.items():

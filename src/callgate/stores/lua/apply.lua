@@ -3,7 +3,8 @@
 -- KEYS[1] = P.."used" (the counters hash; every key shares its hash tag)
 -- ARGV: five counted sections:
 --   n counters: field, delta, bound ("" = none): fails unless used[field] + delta <= bound
---   n guards:   key, value ("" = absent): fails unless GET key is exactly that value
+--   n guards:   field, value ("" = absent): fails unless used[field] is exactly that value
+--               (read in the counters' HMGET: the queues' version, the step lock)
 --   n windows:  key, since, added, limit: fails unless ZCOUNT (since..+inf] + added <= limit
 --   n expiries: zset, member, score: fails unless ZSCORE zset member is that score
 --   n records:  key, expected ("" = absent), new: SET key new (NX, or GET: guard and write
@@ -17,31 +18,27 @@
 -- cheaper than tonumber on Redis's one thread.)
 local function apply(KEYS, ARGV)
   local call, tonumber, unpack = redis.call, tonumber, unpack
-  local i = 1
   local n = ARGV[1] + 0
+  local g = ARGV[3 * n + 2] + 0
   local fields, counts = {}, {}
   for c = 1, n do
-    fields[c] = ARGV[i + 1]
-    i = i + 3
+    fields[c] = ARGV[3 * c - 1]
   end
-  if n > 0 then
+  for c = 1, g do
+    fields[n + c] = ARGV[3 * n + 1 + 2 * c]
+  end
+  if n + g > 0 then
     counts = call("HMGET", KEYS[1], unpack(fields))
-    i = 1
     for c = 1, n do
-      local count, bound = (counts[c] or 0) + ARGV[i + 2], ARGV[i + 3]
+      local count, bound = (counts[c] or 0) + ARGV[3 * c], ARGV[3 * c + 1]
       if bound ~= "" and count > bound + 0 then return 0 end
       counts[c] = count
-      i = i + 3
+    end
+    for c = 1, g do
+      if (counts[n + c] or "") ~= ARGV[3 * n + 2 + 2 * c] then return 0 end
     end
   end
-  i = i + 1
-  for _ = 1, ARGV[i] + 0 do
-    if (call("GET", ARGV[i + 1]) or "") ~= ARGV[i + 2] then
-      return 0
-    end
-    i = i + 2
-  end
-  i = i + 1
+  local i = 3 * n + 2 * g + 3
   for _ = 1, ARGV[i] + 0 do
     if call("ZCOUNT", ARGV[i + 1], ARGV[i + 2], "+inf") + ARGV[i + 3] > ARGV[i + 4] + 0 then
       return 0
