@@ -7,6 +7,7 @@ The behavioural suite (tests/gate) runs on Redis and on a 3-master cluster throu
 from __future__ import annotations
 
 import gc
+import math
 import random
 import secrets
 import socket
@@ -31,7 +32,13 @@ from callgate.stores import open_store
 from callgate.stores import redis as redis_store
 from callgate.stores.redis import RedisStore, check_sharing, parse_url
 from callgate.stores.redis_scripts import Scripts, library_source, script_sources
-from callgate.stores.redis_step import LOCK_FIELD, Snapshot, apply_args, lock_value
+from callgate.stores.redis_step import (
+    LOCK_FIELD,
+    QUEUED,
+    Snapshot,
+    apply_args,
+    lock_value,
+)
 from callgate.testing import FakeClock
 
 
@@ -354,11 +361,15 @@ def test_a_renew_touches_only_its_own_call_unless_a_call_is_queued(store_url: st
     assert client.hget(f"{tag}used", f"number:{N1}") == "2"  # b not ended by a's renew
     assert gate.acquire(Call("b2", "inbound", N1), ttl_s=5).outcome is Outcome.ADMITTED
     assert gate.acquire(Call("q", "inbound", N1)).outcome is Outcome.QUEUED
+    assert client.zscore(f"{tag}due", QUEUED) == math.inf  # what the renew script reads
+    assert gate.usage()["leases"] == 2  # a and b2 (not q, nor the mark)
     clock.advance(6)  # b2 due, q waiting
     assert client.exists(f"{tag}qs") == 1
     assert gate.renew("a").status.value == "renewed"
     assert client.exists(f"{tag}qs") == 0  # q promoted into b2's slot by the renew
+    assert client.zscore(f"{tag}due", QUEUED) is None
     assert client.hget(f"{tag}used", f"number:{N1}") == "2"
+    assert gate.usage()["leases"] == 2
 
 
 def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:

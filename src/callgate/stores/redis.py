@@ -522,7 +522,7 @@ class RedisStore:
                 pipe.hgetall(f"{tag}used")
                 pipe.hgetall(f"{tag}cool")
                 pipe.smembers(f"{tag}qs")
-                pipe.zcard(f"{tag}due")  # leases and queued calls
+                pipe.zcard(f"{tag}due")  # leases, queued calls, QUEUED while any are
                 pipe.zcard(f"{tag}qpoll")  # queued calls
                 for key, (_, period) in limits.windows.items():
                     pipe.zcount(f"{tag}w:{key}", "(" + _time(now - period), "+inf")
@@ -531,7 +531,7 @@ class RedisStore:
                     key = field.decode()
                     if not key.startswith("!"):  # the queues' version, the step lock
                         in_use[key] = in_use.get(key, 0) + int(value)
-                leases += int(live) - int(queued)
+                leases += int(live) - int(queued) - (1 if queued else 0)
                 for field, value in cool.items():
                     cooldowns[field.decode().removeprefix("provider:")] = float(value)
                 for key, count in zip(limits.windows, window_counts, strict=True):

@@ -26,8 +26,10 @@ Keys, all under the sharing domain's hash tag ``P`` (one cluster slot):
 ``P r:<id>`` a record, ``P used`` counters (+ ``#expired``) and, read in the same
 HMGET, ``!qv`` the queues' version (also the arrival sequence) and ``!lock`` the step
 lock (see :data:`LOCK_FIELD`), ``P due`` leases by expiry (the only copy of a lease's
-expiry) and queued calls by deadline (so the leases held are ``ZCARD due - ZCARD
-qpoll``: no counter of them is kept), ``P tombs`` rejections and ends by their until,
+expiry) and queued calls by deadline, and the member :data:`QUEUED` while any call is
+queued (so the renew script learns both in one ZMSCORE; the leases held are ``ZCARD due -
+ZCARD qpoll``, less that member: no counter of them is kept), ``P tombs`` rejections and
+ends by their until,
 ``P q:<number>`` a queue (score -priority, member ``%016d(seq)<id>``), ``P qs`` numbers
 with a queue, ``P qpoll`` queued calls by last poll, ``P w:<key>`` a window's
 admissions, ``P cool`` cooldowns,
@@ -194,6 +196,8 @@ def apply_args(counters: Sequence[str | bytes] = (), guards: Sequence[str | byte
     return out
 
 
+# In ``P due`` (score +inf, never due) while any call is queued; lua/renew.lua names it too.
+QUEUED = "!q"
 # The queues' version and the step lock are fields of ``P used``, read with the counters.
 QV_FIELD = "!qv"
 LOCK_FIELD = "!lock"
@@ -592,11 +596,18 @@ class Snapshot:
             if state == "queued" and before != "queued":
                 op("ZADD", k("q:" + record.number), str(-record.priority),
                    _qmember(record.seq, ident))
+        queued = set(self._qs)  # exact: a step that changes a queue guards its version
         for number in sorted(self._queue_changed):
             if number in self._queues and number not in self._qs:
                 op("SADD", k("qs"), number)
+                queued.add(number)
             elif number not in self._queues and number in self._qs:
                 op("SREM", k("qs"), number)
+                queued.discard(number)
+        if queued and not self._qs:
+            op("ZADD", k("due"), "inf", QUEUED)
+        elif self._qs and not queued:
+            op("ZREM", k("due"), QUEUED)
         for ident in self._purged:
             op("PURGE", k("tombs"), ident, k("r:" + ident), fmt(now))
         for field in self._cool_cleared:

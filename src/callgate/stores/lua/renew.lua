@@ -2,7 +2,7 @@
 -- A lease's expiry lives only in KEYS[1] (its score there), so this writes no record; a
 -- lease's record starts with byte 0xC1 and its TTL and maximum end as two big-endian
 -- doubles (stores/redis_step.py, encode_record).
--- KEYS[1] = P.."due" (leases by expiry, queued calls by deadline)
+-- KEYS[1] = P.."due" (leases by expiry, queued calls by deadline, "!q" while any is queued)
 -- ARGV: P, now, TTL ("" keeps the lease's), then the record ids to look in, in lookup order.
 -- Returns {id, record} when renewed (the gate computes the same expiry from the record);
 -- {} when the gate must take the full step (stores/kernel.py renew): a call is queued (the
@@ -10,11 +10,12 @@
 -- the TTL changes, or no record is live.
 local function renew(KEYS, ARGV)
   local P, now = ARGV[1], tonumber(ARGV[2])
-  if redis.call("EXISTS", P .. "qs") == 1 then
+  local expiries = redis.call("ZMSCORE", KEYS[1], "!q", unpack(ARGV, 4))
+  if expiries[1] then -- "!q" is in due while any call is queued
     return {}
   end
   for i = 4, #ARGV do
-    local expiry = redis.call("ZSCORE", KEYS[1], ARGV[i])
+    local expiry = expiries[i - 2]
     if expiry then -- live: with nothing queued, a lease
       local text = redis.call("GET", P .. "r:" .. ARGV[i])
       if tonumber(expiry) <= now or string.byte(text) ~= 0xC1 then
