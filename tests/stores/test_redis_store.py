@@ -372,6 +372,24 @@ def test_a_renew_touches_only_its_own_call_unless_a_call_is_queued(store_url: st
     assert gate.usage()["leases"] == 2
 
 
+def test_ended_calls_past_their_until_are_deleted_by_the_reaper_pass(store_url: str) -> None:
+    """Memory is bounded by time: admissions and releases forget ended calls in about one
+    step in PRUNE_EVERY (an end past its until is gone to lookups either way), and every
+    reaper pass (``expire``) deletes all of them that are past their until."""
+    clock = FakeClock()
+    gate = gate_on(store_url, clock=clock)
+    tag = f"{{{parse_url(store_url).prefix}}}:"
+    client = raw(store_url)
+    for call_id in ("a", "b", "c"):
+        gate.acquire(Call(call_id, "inbound", N1))
+        gate.release(call_id)
+    assert client.zcard(f"{tag}tombs") == 3
+    clock.advance(gate.stack.gate.ended_ttl + 1)
+    gate.expire()
+    assert client.zcard(f"{tag}tombs") == 0
+    assert not client.keys(f"{tag}r:*")
+
+
 def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:
     """Limits deleted (Redis restarted empty) or written by another stack are rewritten per gate."""
     clock = FakeClock()

@@ -503,7 +503,7 @@ class RedisStore:
 
     def expire(self, now: float) -> int:
         def decide(snap: Snapshot) -> int:
-            snap.read(())
+            snap.read((), purge=True)
             return kernel.expire(snap, now)
 
         return sum(self._step("expire", tag, now, decide) for tag in self._tags())

@@ -64,6 +64,9 @@ from callgate.stores.codec import (
 # steps reach Redis, so a step may land after one whose clock was later; it still finds
 # every event it must count while the gates' clocks disagree by less than this.
 PRUNE_MARGIN_S = 2.0
+# About one step in PRUNE_EVERY prunes a window it raised, and one in PRUNE_EVERY reads
+# which rejections and ends are past their until to forget them (every reaper pass does):
+# both only bound memory. A record past its until is gone to every lookup either way.
 PRUNE_EVERY = 16
 _LIVE = ("leased", "queued")
 _GONE = ("rejected", "ended")
@@ -281,7 +284,7 @@ class Snapshot:
 
     def read(self, ids: Iterable[str], counts: Iterable[str] = (),
              windows: Iterable[str] = (), cooldowns: bool = False,
-             expiries: bool = True) -> None:
+             expiries: bool = True, purge: bool | None = None) -> None:
         """The first read of a step, in one round trip: the records ``ids``, the counters
         ``counts``, the windows ``windows`` as the kernel will count them, what is due, the
         numbers with a queue and the queues' version; then whatever housekeeping and
@@ -292,6 +295,9 @@ class Snapshot:
         call already admitted), or with ``expiries=False`` not at all, for a step that
         never answers with a lease it did not renew (a release, a renew): it is known not
         to be due, and kept as +inf (the step sets a new one, or does not use it).
+
+        ``purge`` reads the rejections and ends past their until, for the step to forget
+        (up to 1,000); None: in about one step in :data:`PRUNE_EVERY`.
         """
         now = self._now
         pipe = self._client.pipeline(transaction=False)
@@ -305,7 +311,10 @@ class Snapshot:
         for wkey in wkeys:
             pipe.zcount(self.key("w:" + wkey), "(" + fmt(now - specs[wkey][1]), "+inf")
         pipe.zrangebyscore(self.key("due"), "-inf", fmt(now), withscores=True)
-        pipe.zrangebyscore(self.key("tombs"), "-inf", fmt(now), start=0, num=1000)
+        if purge is None:
+            purge = random.random() < 1 / PRUNE_EVERY
+        if purge:
+            pipe.zrangebyscore(self.key("tombs"), "-inf", fmt(now), start=0, num=1000)
         pipe.smembers(self.key("qs"))
         if cooldowns:
             pipe.hgetall(self.key("cool"))
@@ -322,9 +331,11 @@ class Snapshot:
         for wkey in wkeys:
             self._windows[wkey] = int(replies[at])
             at += 1
-        due, tombs, qs = replies[at:at + 3]
+        due, *rest = replies[at:]
+        tombs = rest.pop(0) if purge else []
+        qs = rest[0]
         if cooldowns:
-            self._set_cool(replies[at + 3])
+            self._set_cool(rest[1])
         self._due_scores = {d.decode(): float(score) for d, score in due}
         self._due = list(self._due_scores)
         scores = self._due_scores
@@ -418,9 +429,11 @@ class Snapshot:
             pipe.zscore(self.key("due"), ident)
             self._loaded(ident, *pipe.execute())
         record = self._records[ident]
-        # A rejection or end past its until is gone to every lookup (ordering rule 1),
-        # whether or not this step purges it.
+        # A rejection or end past its until is gone to every lookup (ordering rule 1):
+        # this step forgets it (a later step, or a final rejection, may write the id).
         if record is not None and record.state in _GONE and record.until <= self._now:
+            if ident not in self._purged:
+                self._purged.append(ident)
             return None
         return record
 
@@ -609,7 +622,8 @@ class Snapshot:
         elif self._qs and not queued:
             op("ZREM", k("due"), QUEUED)
         for ident in self._purged:
-            op("PURGE", k("tombs"), ident, k("r:" + ident), fmt(now))
+            if ident not in self._dirty:
+                op("PURGE", k("tombs"), ident, k("r:" + ident), fmt(now))
         for field in self._cool_cleared:
             op("HDEL", k("cool"), field)
         windows: Args = []
