@@ -30,7 +30,7 @@ from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason
 from callgate.stores import open_store
 from callgate.stores import redis as redis_store
-from callgate.stores.redis import RedisStore, check_sharing, parse_url
+from callgate.stores.redis import RedisStore, check_sharing, check_version, parse_url
 from callgate.stores.redis_scripts import Scripts, library_source, script_sources
 from callgate.stores.redis_step import (
     LOCK_FIELD,
@@ -204,6 +204,20 @@ def test_a_record_that_fails_its_guard_puts_back_every_record_the_apply_set(
     assert client.mget("{t}:new", "{t}:old", "{t}:other", "{t}:side") == [
         b"n1", b"v2", b"o2", b"x"]
     assert client.hget("{t}:used", "c") == b"1"
+
+
+def test_purge_forgets_only_the_ends_still_past_their_until(store_url: str) -> None:
+    """One PURGE forgets a batch of ended calls (one ZMSCORE, DEL, ZREM), skipping any whose
+    entry in tombs moved later or went (replaced since the step read it)."""
+    client = closing(redis.Redis.from_url(store_url.split("?")[0]))
+    client.zadd("{t}:tombs", {"old": 10.0, "moved": 50.0})
+    client.mset({"{t}:r:old": b"o", "{t}:r:moved": b"m", "{t}:r:gone": b"g"})
+    purge = ["PURGE", "{t}:tombs", "20.0", "old", "moved", "gone",
+             "{t}:r:old", "{t}:r:moved", "{t}:r:gone"]
+    assert Scripts(client)("apply", ["{t}:used"],
+                           apply_args(ops=[str(len(purge)), *purge])) == 1
+    assert client.mget("{t}:r:old", "{t}:r:moved", "{t}:r:gone") == [None, b"m", b"g"]
+    assert client.zrange("{t}:tombs", 0, -1) == [b"moved"]
 
 
 def test_a_failed_guard_makes_the_step_read_and_decide_again(
@@ -388,6 +402,15 @@ def test_ended_calls_past_their_until_are_deleted_by_the_reaper_pass(store_url: 
     gate.expire()
     assert client.zcard(f"{tag}tombs") == 0
     assert not client.keys(f"{tag}r:*")
+
+
+def test_a_server_older_than_6_2_is_refused_naming_both_versions(store_url: str) -> None:
+    """The scripts need SET ... GET and ZMSCORE (Redis 6.2): an older node is refused when
+    the store opens, with the version found and the one needed; the real server passes."""
+    with pytest.raises(StoreError, match=r"runs Redis 6\.0\.16; callgate needs Redis 6\.2"):
+        check_version(["7.2.4", "6.0.16"], "cache:6379")
+    check_version(["6.2.0", "7.0.15", "unknown"], "cache:6379")
+    assert gate_on(store_url).acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
 
 
 def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:

@@ -6,14 +6,17 @@ decision in Python, then one call of a small generic guarded-apply script
 (``stores/lua/apply.lua``) that checks the guards the decision relied on (a counter plus
 its delta within its cap, a record or queue unchanged since the read) and makes every
 write, or none. A failed guard means another gate changed what this step read: it reads
-again and decides again, up to :data:`MAX_ATTEMPTS` times, then answers
-:class:`StoreError` (the gate's ``on_store_error`` decision; never a cap exceeded). A
+again and decides again (under the tag's step lock after :data:`OPTIMISTIC_ATTEMPTS`),
+and after :data:`CONTENTION_BUDGET_S` answers :class:`StoreError` (the gate's
+``on_store_error`` decision; never a cap exceeded). A
 renew is one round trip of a tiny script (``lua/renew.lua``: while no call is queued,
 the lease is still this call's and not due: move its expiry, which lives only in the
 ``due`` index, so no record is read back or rewritten); otherwise it takes the full step. The
 scripts are one Redis 7 function library (FUNCTION LOAD once, FCALL), or EVALSHA on a
-cluster client or an older server. Redis is the attendant of the kernel's petrol
-station, and every gate process is one more entrance to the same forecourt.
+cluster client or an older server; Redis 6.2 or later (``SET ... GET``, ``ZMSCORE``):
+an older server is refused when the store is opened (:func:`check_version`). Redis is
+the attendant of the kernel's petrol station, and every gate process is one more
+entrance to the same forecourt.
 
 **Keys.** Every key carries the hash tag of its *sharing domain*, so a step only ever
 touches one cluster slot (the layout is listed in :mod:`callgate.stores.redis_step`). By
@@ -239,6 +242,24 @@ nothing half-written.
 """
 
 
+MIN_VERSION = (6, 2)
+
+
+def check_version(versions: Sequence[str], where: str) -> None:
+    """Refuse servers older than :data:`MIN_VERSION` (``versions``: each node's
+    ``redis_version``), naming the version found and the one needed."""
+    for text in versions:
+        try:
+            found = tuple(int(part) for part in text.split(".")[:2])
+        except ValueError:
+            continue  # not a version Redis reports: let the scripts say what is missing
+        if found < MIN_VERSION:
+            raise StoreError(
+                f"the Redis store at {where} runs Redis {text}; callgate needs Redis "
+                f"{'.'.join(map(str, MIN_VERSION))} or later (its scripts use SET ... GET "
+                "and ZMSCORE)")
+
+
 class _Usage:
     """Just enough of :class:`kernel.State` for :func:`kernel.usage` (windows counted in Redis)."""
 
@@ -271,6 +292,7 @@ class RedisStore:
         self._accounts: dict[str, tuple[str, ...]] = {}
         self._trunk_owner: dict[str, str] = {}
         self.conflicts = 0  # steps read again after a failed guard (for benchmarks)
+        self._checked = False  # the server's version
         self.configure(limits)
 
     @classmethod
@@ -386,6 +408,11 @@ class RedisStore:
         self._fields = fields
         self._trunk_owner = {}
         try:
+            if not self._checked:
+                info = self._client.info("server")
+                nodes = [info] if "redis_version" in info else list(info.values())
+                check_version([str(n.get("redis_version", "")) for n in nodes], self._where)
+                self._checked = True
             for tag, values in fields.items():
                 pipe = self._client.pipeline(transaction=False)
                 pipe.delete(f"{tag}limits")

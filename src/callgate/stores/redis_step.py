@@ -621,9 +621,9 @@ class Snapshot:
             op("ZADD", k("due"), "inf", QUEUED)
         elif self._qs and not queued:
             op("ZREM", k("due"), QUEUED)
-        for ident in self._purged:
-            if ident not in self._dirty:
-                op("PURGE", k("tombs"), ident, k("r:" + ident), fmt(now))
+        purged = [ident for ident in self._purged if ident not in self._dirty]
+        if purged:
+            op("PURGE", k("tombs"), fmt(now), *purged, *(k("r:" + i) for i in purged))
         for field in self._cool_cleared:
             op("HDEL", k("cool"), field)
         windows: Args = []

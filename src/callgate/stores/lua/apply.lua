@@ -11,22 +11,17 @@
 --               in one command), checked last: on a mismatch every record set is put
 --               back as it was (records have no TTL), so nothing is written
 -- then writes until the end: argc, command, args... (a counter at 0 is deleted), where
--- the command PURGE, tombs, id, record key, now forgets a rejection or end past its until
+-- PURGE, tombs, now, ids..., record keys... forgets each rejection or end past its until
 -- unless it was replaced meanwhile (its entry in tombs is then gone or later).
 -- Returns 1 when applied, 0 when a guard failed (nothing written: the gate reads again).
--- (Numbers arrive as strings: Lua's arithmetic coerces them (`+ 0` for a comparison),
--- cheaper than tonumber on Redis's one thread.)
+-- (Numbers arrive as strings: Lua's arithmetic, `+ 0`, coerces them faster than tonumber.)
 local function apply(KEYS, ARGV)
   local call, tonumber, unpack = redis.call, tonumber, unpack
   local n = ARGV[1] + 0
   local g = ARGV[3 * n + 2] + 0
   local fields, counts = {}, {}
-  for c = 1, n do
-    fields[c] = ARGV[3 * c - 1]
-  end
-  for c = 1, g do
-    fields[n + c] = ARGV[3 * n + 1 + 2 * c]
-  end
+  for c = 1, n do fields[c] = ARGV[3 * c - 1] end
+  for c = 1, g do fields[n + c] = ARGV[3 * n + 1 + 2 * c] end
   if n + g > 0 then
     counts = call("HMGET", KEYS[1], unpack(fields))
     for c = 1, n do
@@ -94,10 +89,16 @@ local function apply(KEYS, ARGV)
   while i <= last do
     local argc = ARGV[i] + 0
     if ARGV[i + 1] == "PURGE" then
-      local untl = call("ZSCORE", ARGV[i + 2], ARGV[i + 3])
-      if untl and untl + 0 <= ARGV[i + 5] + 0 then
-        call("DEL", ARGV[i + 4])
-        call("ZREM", ARGV[i + 2], ARGV[i + 3])
+      local k, now, ids, keys = (argc - 3) / 2, ARGV[i + 3] + 0, {}, {}
+      local untils = call("ZMSCORE", ARGV[i + 2], unpack(ARGV, i + 4, i + 3 + k))
+      for p = 1, k do
+        if untils[p] and untils[p] + 0 <= now then
+          ids[#ids + 1], keys[#keys + 1] = ARGV[i + 3 + p], ARGV[i + 3 + k + p]
+        end
+      end
+      if #ids > 0 then
+        call("DEL", unpack(keys))
+        call("ZREM", ARGV[i + 2], unpack(ids))
       end
     else
       call(unpack(ARGV, i + 1, i + argc))
