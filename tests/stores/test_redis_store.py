@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.client
 from redis.crc import key_slot
 from tests.closing import closing
 from tests.conftest import stack_from
@@ -28,7 +29,7 @@ from callgate.config import ConfigError
 from callgate.errors import StoreError
 from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason
-from callgate.stores import open_store
+from callgate.stores import open_store, redis_step
 from callgate.stores import redis as redis_store
 from callgate.stores.redis import RedisStore, check_sharing, check_version, parse_url
 from callgate.stores.redis_scripts import Scripts, library_source, script_sources
@@ -220,6 +221,29 @@ def test_purge_forgets_only_the_ends_still_past_their_until(store_url: str) -> N
     assert client.zrange("{t}:tombs", 0, -1) == [b"moved"]
 
 
+def test_an_admission_replay_whose_lease_ends_between_its_reads_reads_again(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retried admission reads its lease's record, then (second round trip) its expiry;
+    released in between, the expiry is gone: the step reads again and replays the end,
+    never a lease that expired in 1970."""
+    clock = FakeClock()
+    gate, other = gate_on(store_url, clock=clock), gate_on(store_url, clock=clock)
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    execute = redis.client.Pipeline.execute
+    released: list[bool] = []
+
+    def racing(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        commands = [c[0][0] for c in pipe.command_stack]
+        if commands and set(commands) == {"ZSCORE"} and not released:
+            released.append(other.release("c1").released)
+        return execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", racing)
+    again = gate.acquire(Call("c1", "inbound", N1))
+    assert released == [True]
+    assert again.lease is None and again.outcome is not Outcome.ADMITTED
+
+
 def test_a_failed_guard_makes_the_step_read_and_decide_again(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another gate takes the last slot between a step's read and its apply: the value guard
@@ -266,13 +290,18 @@ def test_a_step_that_never_gets_through_is_an_explicit_store_error(
 def test_a_step_that_keeps_failing_its_guards_takes_the_step_lock_and_gets_through(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """After OPTIMISTIC_ATTEMPTS failed applies a step takes the tag's step lock (a field of
-    the counters hash); while it holds it another gate's step waits instead of deciding;
-    the holder's apply frees it, and then the other gate gets through."""
+    the counters hash); while it holds it another gate's step waits instead of deciding
+    (no failed apply, and waiting is not failing: it never takes the lock itself); the
+    holder's apply frees it, and then the other gate gets through."""
     monkeypatch.setattr(redis_store, "LOCK_TTL_S", 30.0)  # far beyond any stall
     clock = FakeClock()
     stack = stack_from(BASE)
     store = closing(RedisStore.from_url(store_url, Gate.limits_for(stack)))
-    gate, other = Gate(stack, store, clock), gate_on(store_url, clock=clock)
+    waiter = closing(RedisStore.from_url(store_url, Gate.limits_for(stack)))
+    gate, other = Gate(stack, store, clock), Gate(stack, waiter, clock)
+    took: list[str] = []
+    take = waiter._take_lock
+    monkeypatch.setattr(waiter, "_take_lock", lambda *a: took.append("x") or take(*a))
     used = f"{{{parse_url(store_url).prefix}}}:used"
     client = raw(store_url)
     run = store._scripts
@@ -300,6 +329,7 @@ def test_a_step_that_keeps_failing_its_guards_takes_the_step_lock_and_gets_throu
     seen["thread"].join(10)
     assert seen["lock"] and seen["waited"]  # held during the apply; the other gate waited
     assert seen["other"].outcome is Outcome.ADMITTED
+    assert (waiter.conflicts, took) == (0, [])
     assert client.hget(used, LOCK_FIELD) is None
     assert in_use(gate, "number", N1) == 2
 
@@ -411,6 +441,39 @@ def test_a_server_older_than_6_2_is_refused_naming_both_versions(store_url: str)
         check_version(["7.2.4", "6.0.16"], "cache:6379")
     check_version(["6.2.0", "7.0.15", "unknown"], "cache:6379")
     assert gate_on(store_url).acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+
+
+def test_a_step_forgets_an_end_past_its_until_that_it_looks_up(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the random read of what is due to be forgotten, a step that looks up an
+    ended call past its until forgets it (the record key is gone after the step), so a
+    final rejection can be remembered under that id at once."""
+    monkeypatch.setattr(redis_step.random, "random", lambda: 0.99)  # never the tombs read
+    clock = FakeClock()
+    gate = gate_on(store_url, clock=clock)
+    tag = f"{{{parse_url(store_url).prefix}}}:"
+    client = raw(store_url)
+    gate.acquire(Call("c1", "inbound", N1))
+    gate.release("c1")
+    clock.advance(gate.stack.gate.ended_ttl + 1)
+    ident = "4:acme:c1"  # <bytes of account>:<account>:<call id>
+    assert client.exists(f"{tag}r:{ident}") == 1
+    assert gate.renew("c1").status.value == "unknown"  # gone to lookups
+    assert client.exists(f"{tag}r:{ident}") == 0
+    assert client.zscore(f"{tag}tombs", ident) is None
+
+
+def test_a_redis_user_that_may_not_run_info_still_opens_the_store(store_url: str) -> None:
+    """Managed Redis often denies INFO: the version check is skipped, the store works."""
+    admin = raw(store_url)
+    admin.acl_setuser("cg-noinfo", enabled=True, passwords=["+pw"], keys=["*"],
+                      commands=["+@all", "-info"], reset=True)
+    try:
+        where = admin.connection_pool.connection_kwargs
+        url = f"redis://cg-noinfo:pw@{where['host']}:{where['port']}/0?prefix=noinfo"
+        assert gate_on(url).acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    finally:
+        admin.acl_deluser("cg-noinfo")
 
 
 def test_limits_lost_or_rewritten_are_restored_from_the_asking_gate(store_url: str) -> None:

@@ -56,6 +56,7 @@ leases (``expire()``, the service's reaper, does it too).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -71,7 +72,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from callgate.config import Stack
@@ -335,12 +336,12 @@ class RedisStore:
         lock = ""  # the step lock's value while this step holds it
         started = time.monotonic()
         deadline = started + CONTENTION_BUDGET_S
-        attempt = 0
+        attempt = failed = 0  # every read; the reads whose decision could not be applied
         used = f"{tag}used"
         try:
             while attempt == 0 or time.monotonic() < deadline:
                 attempt += 1
-                if attempt > OPTIMISTIC_ATTEMPTS and not lock:
+                if failed >= OPTIMISTIC_ATTEMPTS and not lock:
                     lock = self._take_lock(tag, now + time.monotonic() - started)
                     if not lock:
                         time.sleep(random.uniform(0.0005, 0.002))  # another gate's turn
@@ -349,28 +350,42 @@ class RedisStore:
                                 lock, waited=time.monotonic() - started)
                 try:
                     result = decide(snap)
-                except LockHeld:
-                    time.sleep(random.uniform(0.0005, 0.002))  # another gate's turn
+                except LockHeld:  # another step's turn: wait, not a failure of this one
+                    lock = ""  # (if this step held it, it expired and was taken)
+                    time.sleep(random.uniform(0.0005, 0.002))
                     continue
                 except StaleRead:
                     self.conflicts += 1
+                    failed += 1
                     continue
                 args = snap.changes()
                 if args is None:
                     if lock:  # read only: free the lock if it is still ours
-                        self._scripts("apply", [used], apply_args(
-                            guards=[LOCK_FIELD, lock], ops=["3", "HDEL", used, LOCK_FIELD]))
+                        self._free_lock(tag, lock)
+                        lock = ""
                     return result
                 if self._scripts("apply", [used], args) == 1:
+                    lock = ""  # the apply freed it
                     return result
                 self.conflicts += 1
+                failed += 1
                 if lock and self._client.hget(used, LOCK_FIELD) != lock.encode():
                     lock = ""  # it expired and another step freed it: take it again
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreError(f"Redis store at {self._where} failed ({name}): {exc}") from exc
+        finally:
+            if lock:  # leaving without applying (an error, the budget): others' turn now
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    self._free_lock(tag, lock)
         raise StoreError(
             f"Redis store at {self._where}: {name} found its reads changed by other gates "
             f"for {CONTENTION_BUDGET_S:g} s ({attempt} attempts); nothing was taken")
+
+    def _free_lock(self, tag: str, lock: str) -> None:
+        """Free the step lock if it is still ``lock`` (this step's)."""
+        used = f"{tag}used"
+        self._scripts("apply", [used], apply_args(
+            guards=[LOCK_FIELD, lock], ops=["3", "HDEL", used, LOCK_FIELD]))
 
     def _take_lock(self, tag: str, now: float) -> str:
         """The step lock's value once this step holds it; "" when another step does.
@@ -386,6 +401,19 @@ class RedisStore:
         taken = self._scripts("apply", [used], apply_args(
             guards=[LOCK_FIELD, was], ops=["4", "HSET", used, LOCK_FIELD, value]))
         return value if taken == 1 else ""
+
+    def _check_version(self) -> None:
+        """Refuse a server (any primary of a cluster) older than :data:`MIN_VERSION`; a
+        user that may not run INFO (an ACL) is not checked: the scripts then say."""
+        try:
+            if isinstance(self._client, RedisCluster):
+                info = self._client.info("server", target_nodes=RedisCluster.PRIMARIES)
+            else:
+                info = self._client.info("server")
+        except ResponseError:
+            return
+        nodes = [info] if "redis_version" in info else list(info.values())
+        check_version([str(n.get("redis_version", "")) for n in nodes], self._where)
 
     # the contract ------------------------------------------------------------------------------
     def configure(self, limits: Limits) -> None:
@@ -409,9 +437,7 @@ class RedisStore:
         self._trunk_owner = {}
         try:
             if not self._checked:
-                info = self._client.info("server")
-                nodes = [info] if "redis_version" in info else list(info.values())
-                check_version([str(n.get("redis_version", "")) for n in nodes], self._where)
+                self._check_version()
                 self._checked = True
             for tag, values in fields.items():
                 pipe = self._client.pipeline(transaction=False)
@@ -545,7 +571,11 @@ class RedisStore:
         leases = 0
         try:
             for tag in self._tags():
-                pipe = self._client.pipeline(transaction=False)
+                # One instant on a single Redis (MULTI: every key has the tag), so the
+                # leases held (ZCARD due - ZCARD qpoll) are counted against one state; a
+                # cluster client sends a plain pipeline (redis-py 5 has no cluster MULTI).
+                pipe = self._client.pipeline(
+                    transaction=not isinstance(self._client, RedisCluster))
                 pipe.hgetall(f"{tag}used")
                 pipe.hgetall(f"{tag}cool")
                 pipe.smembers(f"{tag}qs")
@@ -558,7 +588,7 @@ class RedisStore:
                     key = field.decode()
                     if not key.startswith("!"):  # the queues' version, the step lock
                         in_use[key] = in_use.get(key, 0) + int(value)
-                leases += int(live) - int(queued) - (1 if queued else 0)
+                leases += max(0, int(live) - int(queued) - (1 if queued else 0))
                 for field, value in cool.items():
                     cooldowns[field.decode().removeprefix("provider:")] = float(value)
                 for key, count in zip(limits.windows, window_counts, strict=True):

@@ -2,10 +2,11 @@
 
 The Redis store runs the same algorithm as memory and SQLite (:mod:`callgate.stores.kernel`)
 against a :class:`Snapshot`: a :class:`kernel.State` that reads what the step needs from
-Redis (one pipelined round trip on the common path, more only when calls are queued or
-something is due) and records every change instead of writing it. :meth:`Snapshot.changes`
-then turns those changes into one call of the generic guarded-apply script
-(``lua/apply.lua``), with the guards the decision relied on:
+Redis (one pipelined round trip on the common path, more only when calls are queued,
+something is due or an admission finds its call already a lease) and records every
+change instead of writing it. :meth:`Snapshot.changes` then turns those changes into one
+call of the generic guarded-apply script (``lua/apply.lua``), with the guards the
+decision relied on:
 
 - a *value* guard per counter the step raised: ``used + delta <= cap - reserve``. Two
   admissions that both fit never conflict; one that no longer fits fails the guard.
@@ -207,7 +208,10 @@ LOCK_FIELD = "!lock"
 """``<token> <deadline>``: held by the step with that token until the deadline (the
 holder's clock, like every time callgate keeps in Redis), or until its apply frees it.
 A step that reads it held by another stops there (:class:`LockHeld`); one that reads it
-past its deadline guards on it and frees it."""
+past its deadline guards on it and frees it. Clock skew moves only this timer: a gate
+``d`` seconds behind the holder waits up to ``d`` longer for a dead holder's lock, one
+more than 2 s ahead may free a live one early (its holder then reads again); no cap is
+at stake, since every apply stays guarded."""
 
 
 def lock_value(token: str, deadline: float) -> str:
@@ -347,7 +351,10 @@ class Snapshot:
                 pipe = self._client.pipeline(transaction=False)
                 for ident in leases:
                     pipe.zscore(self.key("due"), ident)
-                scores = scores | dict(zip(leases, pipe.execute(), strict=True))
+                expiries_read = pipe.execute()
+                if None in expiries_read:  # ended between the two reads: read again
+                    raise StaleRead
+                scores = scores | dict(zip(leases, expiries_read, strict=True))
         for ident, text in zip(ids, texts, strict=True):
             self._loaded(ident, text, scores.get(ident, math.inf))
         self._tombs_due = [t.decode() for t in tombs]
@@ -547,9 +554,11 @@ class Snapshot:
                 if r.deadline <= now or r.last_poll + poll <= now]
 
     def purge(self, now: float) -> None:
+        purged = set(self._purged)
         for ident in self._tombs_due:
-            if ident not in self._dirty and ident not in self._purged:
+            if ident not in self._dirty and ident not in purged:
                 self._purged.append(ident)
+                purged.add(ident)
 
     def queue_heads(self) -> list[Record]:
         return [entries[0] for entries in self._queues.values()]
