@@ -68,7 +68,7 @@ from callgate.config import Stack, parse_stack
 from callgate.gate import Gate
 from callgate.model import Call, Outcome
 from callgate.stores.redis import RedisStore
-from callgate.stores.redis_step import rid
+from callgate.stores.redis_records import rid
 from callgate.testing import FakeClock
 
 Progress = Callable[[str], None]

@@ -31,7 +31,8 @@ from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason
 from callgate.stores import open_store, redis_step
 from callgate.stores import redis as redis_store
-from callgate.stores.redis import RedisStore, check_sharing, check_version, parse_url
+from callgate.stores.redis import RedisStore
+from callgate.stores.redis_options import check_sharing, check_version, parse_url
 from callgate.stores.redis_scripts import Scripts, library_source, script_sources
 from callgate.stores.redis_step import (
     LOCK_FIELD,

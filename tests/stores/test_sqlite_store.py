@@ -81,7 +81,7 @@ def test_a_record_survives_its_row_unchanged(record: Record) -> None:
 def test_a_record_survives_redis_encoding_unchanged(record: Record) -> None:
     """Redis keeps a record with the same codec for held slots, keys and claim: every field
     comes back as it went in (a lease's expiry is kept beside it, as its score in P due)."""
-    redis_step = pytest.importorskip("callgate.stores.redis_step")
+    redis_records = pytest.importorskip("callgate.stores.redis_records")
     # Redis leaves out the times a record's state never uses (a lease's outside "leased",
     # a queue entry's without a sequence number): the strategy sets them all.
     if record.state != "leased":
@@ -89,9 +89,9 @@ def test_a_record_survives_redis_encoding_unchanged(record: Record) -> None:
                          promoted=False)
     if not record.seq:
         record = replace(record, enqueued_at=0.0, deadline=0.0, last_poll=0.0)
-    ident = redis_step.rid(record.account, record.call_id)
+    ident = redis_records.rid(record.account, record.call_id)
     expiry = record.expires_at if record.state == "leased" else None
-    back = redis_step.load_record(ident, redis_step.encode_record(record), expiry)
+    back = redis_records.load_record(ident, redis_records.encode_record(record), expiry)
     assert back == record
     assert list(back.keys.items()) == list(record.keys.items())
 

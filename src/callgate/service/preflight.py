@@ -128,7 +128,7 @@ def _sharing_issues(stack: Stack) -> list[ConfigIssue]:
     if not url.startswith(("redis", "rediss")):
         return []
     try:
-        from callgate.stores.redis import check_sharing
+        from callgate.stores.redis_options import check_sharing
     except ImportError as exc:  # the redis extra is missing
         return [ConfigIssue("gate.store", url, str(exc))]
     try:

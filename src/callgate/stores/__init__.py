@@ -38,7 +38,7 @@ def open_shared_store(stack: Stack, limits: Limits) -> Store:
     """
     url = stack.gate.store
     if url.startswith(("redis", "rediss")):
-        from callgate.stores.redis import check_sharing
+        from callgate.stores.redis_options import check_sharing
 
         check_sharing(stack)
     return open_store(url, limits)

@@ -14,9 +14,10 @@ the lease is still this call's and not due: move its expiry, which lives only in
 ``due`` index, so no record is read back or rewritten); otherwise it takes the full step. The
 scripts are one Redis 7 function library (FUNCTION LOAD once, FCALL), or EVALSHA on a
 cluster client or an older server; Redis 6.2 or later (``SET ... GET``, ``ZMSCORE``):
-an older server is refused when the store is opened (:func:`check_version`). Redis is
-the attendant of the kernel's petrol station, and every gate process is one more
-entrance to the same forecourt.
+an older server is refused when the store is opened
+(:func:`~callgate.stores.redis_options.check_version`). Redis is the attendant of the
+kernel's petrol station, and every gate process is one more entrance to the same
+forecourt.
 
 **Keys.** Every key carries the hash tag of its *sharing domain*, so a step only ever
 touches one cluster slot (the layout is listed in :mod:`callgate.stores.redis_step`). By
@@ -26,7 +27,7 @@ one thread is the scarce resource of a whole fleet, so the work per decision is 
 gates, which scale out; ``bench/bench_redis.py`` measures what each operation costs Redis
 (see the README's numbers). ``?sharing=account`` tags per account (``{callgate:acme}``)
 to spread accounts over slots; it is refused unless the accounts share no trunk, provider
-pool or resource (:func:`check_sharing`).
+pool or resource (:func:`~callgate.stores.redis_options.check_sharing`).
 
 **Limits.** Each gate decides under its own :class:`Limits` (the caps of the stack it
 loaded), so every decision is taken under the caps of the gate that asks.
@@ -65,9 +66,8 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -75,7 +75,6 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
-from callgate.config import Stack
 from callgate.errors import ConfigError, ConfigIssue, StoreError
 from callgate.stores import kernel
 from callgate.stores.base import (
@@ -86,6 +85,12 @@ from callgate.stores.base import (
     UsageSnapshot,
     Verdict,
 )
+from callgate.stores.redis_options import Sharing, check_sharing, check_version, parse_url
+from callgate.stores.redis_records import (
+    encode_record,
+    load_record,
+    rid,
+)
 from callgate.stores.redis_scripts import Scripts
 from callgate.stores.redis_step import (
     LOCK_FIELD,
@@ -93,113 +98,14 @@ from callgate.stores.redis_step import (
     Snapshot,
     StaleRead,
     apply_args,
-    claim_json,
-    encode_record,
-    load_claim,
-    load_record,
     lock_live,
     lock_value,
-    rid,
-    split_id,
 )
 
-__all__ = ["RedisStore", "check_sharing", "claim_json", "encode_record", "load_claim",
-           "load_record", "parse_url", "split_id"]
+__all__ = ["RedisStore", "check_sharing", "parse_url"]
 
 _T = TypeVar("_T")
 log = logging.getLogger("callgate.stores.redis")
-
-SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
-Sharing = Literal["stack", "account"]
-
-
-# the URL ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RedisOptions:
-    """What a store URL says: where Redis is, and callgate's own query parameters."""
-
-    url: str  # for redis-py, without callgate's parameters
-    cluster: bool
-    timeout_s: float = 0.5
-    prefix: str = "callgate"
-    sharing: Sharing = "stack"
-
-
-def parse_url(url: str) -> RedisOptions:
-    """``redis://[:password@]host:port/db``, ``rediss://``, ``redis+cluster://host:port``.
-
-    callgate's query parameters: ``timeout`` (socket timeout in seconds, default 0.5),
-    ``prefix`` (the hash tag's name, default ``callgate``), ``sharing`` (``stack`` or
-    ``account``); any other parameter goes to redis-py.
-    """
-    if not url.startswith(SCHEMES):
-        raise ValueError(f"not a Redis store URL: {url!r}; accepted: " + ", ".join(SCHEMES))
-    parts = urlsplit(url)
-    cluster = parts.scheme.endswith("+cluster")
-    scheme = parts.scheme.removesuffix("+cluster")
-    own: dict[str, str] = {}
-    rest: list[tuple[str, str]] = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        (own.__setitem__(name, value) if name in ("timeout", "prefix", "sharing")
-         else rest.append((name, value)))
-    timeout = own.get("timeout", "0.5")
-    try:
-        timeout_s = float(timeout)
-    except ValueError:
-        timeout_s = math.nan
-    if not (0 < timeout_s < 3600):
-        raise ValueError(f"store URL timeout={timeout!r}: expected seconds > 0, e.g. 0.5")
-    prefix = own.get("prefix", "callgate")
-    if not prefix or any(ch in prefix for ch in "{}"):
-        raise ValueError(f"store URL prefix={prefix!r}: expected a non-empty name without "
-                         "braces, e.g. callgate")
-    sharing = own.get("sharing", "stack")
-    if sharing not in ("stack", "account"):
-        raise ValueError(f"store URL sharing={sharing!r}: expected 'stack' (one hash tag for "
-                         "the whole stack) or 'account' (one per account)")
-    plain = urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    return RedisOptions(plain, cluster, timeout_s, prefix, cast(Sharing, sharing))
-
-
-def wants_account_sharing(url: str) -> bool:
-    return url.startswith(SCHEMES) and parse_url(url).sharing == "account"
-
-
-def sharing_issues(stack: Stack) -> list[ConfigIssue]:
-    """Why ``stack`` cannot tag per account: trunks, pools or resources used by two accounts."""
-    if len(stack.accounts) < 2:
-        return []
-    issues = []
-    owners: dict[str, set[str]] = {}
-    for spec in stack.numbers.values():
-        owners.setdefault(spec.trunk, set()).add(spec.account)
-    for trunk, accounts in sorted(owners.items()):
-        if len(accounts) > 1:
-            issues.append(ConfigIssue(
-                f"trunks.{trunk}", sorted(accounts),
-                "sharing=account needs each trunk used by one account only; use the "
-                "default sharing=stack, or give each account its own trunk"))
-    for kind, names in (("providers", stack.providers), ("resources", stack.resources)):
-        for name in names:
-            issues.append(ConfigIssue(
-                f"{kind}.{name}", sorted(stack.accounts),
-                f"sharing=account needs accounts that share no provider pool or resource; "
-                f"{kind}.{name} serves every account: use the default sharing=stack"))
-    return issues
-
-
-def check_sharing(stack: Stack) -> None:
-    """Raise :class:`ConfigError` if the stack's store asks for per-account tags it cannot use.
-
-    ``callgate serve`` (or any code that builds a gate on a Redis store with
-    ``?sharing=account``) should call this once after loading the stack; the store checks
-    what it can see of the stack (pools, resources) itself.
-    """
-    if wants_account_sharing(stack.gate.store):
-        issues = sharing_issues(stack)
-        if issues:
-            raise ConfigError(f"gate.store = {stack.gate.store!r}", issues)
-
 
 def _time(now: float) -> str:
     return repr(float(now))
@@ -241,24 +147,6 @@ A step that has not got through after :data:`CONTENTION_BUDGET_S` seconds gives 
 into its ``on_store_error`` decision: an explicit answer, never a cap exceeded and
 nothing half-written.
 """
-
-
-MIN_VERSION = (6, 2)
-
-
-def check_version(versions: Sequence[str], where: str) -> None:
-    """Refuse servers older than :data:`MIN_VERSION` (``versions``: each node's
-    ``redis_version``), naming the version found and the one needed."""
-    for text in versions:
-        try:
-            found = tuple(int(part) for part in text.split(".")[:2])
-        except ValueError:
-            continue  # not a version Redis reports: let the scripts say what is missing
-        if found < MIN_VERSION:
-            raise StoreError(
-                f"the Redis store at {where} runs Redis {text}; callgate needs Redis "
-                f"{'.'.join(map(str, MIN_VERSION))} or later (its scripts use SET ... GET "
-                "and ZMSCORE)")
 
 
 class _Usage:
