@@ -279,6 +279,7 @@ class Bench:
         self.prefix = prefix
         self.count = 0
         self.held: list[str] = []
+        self.last_ident = ""
         self.reference = self.client.register_script(f"{REFERENCE}\nreturn reference(KEYS, ARGV)")
         self.client.function_load(
             f"#!lua name={REFERENCE_FUNCTION}\n{REFERENCE}\n{RENEW_FLOOR}\n"
@@ -297,6 +298,7 @@ class Bench:
         decision = self.gate.acquire(Call(call_id, "inbound", line))
         if decision.outcome is not Outcome.ADMITTED:
             raise BenchError(f"the benchmark call was refused: {decision}")
+        self.last_ident = rid(self.gate.account_of(line), call_id)  # its id in Redis
         return call_id
 
     def fill(self, leases: int, progress: Progress) -> None:
@@ -344,9 +346,8 @@ class Bench:
             expiry[0] = renewed.lease.expires_at
 
         def floor() -> None:
-            call_id = current[0]
-            ident = rid(self.gate.account_of(self.lines[self.count % len(self.lines)]), call_id)
-            moved = self.client.fcall(FLOOR_FUNCTION, 1, f"{{{self.prefix}}}:due", ident,
+            moved = self.client.fcall(FLOOR_FUNCTION, 1, f"{{{self.prefix}}}:due",
+                                      self.last_ident,
                                       repr(expiry[0] + 0.001))
             if moved != 1:
                 raise BenchError("the renew floor found no lease to move")

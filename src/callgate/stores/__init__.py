@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from callgate.stores.base import Limits, Store
 from callgate.stores.memory import MemoryStore
+from callgate.stores.redis_options import SCHEMES, check_sharing  # no redis-py needed
 from callgate.stores.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ def open_store(url: str, limits: Limits) -> Store:
         return MemoryStore(limits)
     if url.startswith("sqlite:///"):
         return SqliteStore.from_url(url, limits)
-    if url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
+    if url.startswith(SCHEMES):
         try:
             from callgate.stores.redis import RedisStore
         except ImportError as exc:  # the optional extra is not installed
@@ -37,9 +38,7 @@ def open_shared_store(stack: Stack, limits: Limits) -> Store:
     resource) is a :class:`~callgate.errors.ConfigError`; an unreachable store a StoreError.
     """
     url = stack.gate.store
-    if url.startswith(("redis", "rediss")):
-        from callgate.stores.redis_options import check_sharing
-
+    if url.startswith(SCHEMES):
         check_sharing(stack)
     return open_store(url, limits)
 

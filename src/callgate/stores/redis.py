@@ -61,7 +61,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import random
 import secrets
 import time
@@ -86,11 +85,7 @@ from callgate.stores.base import (
     Verdict,
 )
 from callgate.stores.redis_options import Sharing, check_sharing, check_version, parse_url
-from callgate.stores.redis_records import (
-    encode_record,
-    load_record,
-    rid,
-)
+from callgate.stores.redis_records import encode_record, fmt, load_record, rid
 from callgate.stores.redis_scripts import Scripts
 from callgate.stores.redis_step import (
     LOCK_FIELD,
@@ -107,10 +102,6 @@ __all__ = ["RedisStore", "check_sharing", "parse_url"]
 _T = TypeVar("_T")
 log = logging.getLogger("callgate.stores.redis")
 
-def _time(now: float) -> str:
-    return repr(float(now))
-
-
 def limits_fields(limits: Limits, accounts: Sequence[str]) -> list[str]:
     """What a gate configured, as field, value pairs ending with its digest ``v``.
 
@@ -123,8 +114,8 @@ def limits_fields(limits: Limits, accounts: Sequence[str]) -> list[str]:
         fields += [f"c:{key}", str(int(cap))]
     for key, (limit, period) in sorted(limits.windows.items()):
         fields += [f"w:{key}", f"{int(limit)} {float(period)!r}"]
-    fields += ["poll", _time(limits.poll_timeout_s), "tomb", _time(limits.tombstone_ttl_s),
-               "ended", _time(limits.ended_ttl_s), "accounts", json.dumps(list(accounts))]
+    fields += ["poll", fmt(limits.poll_timeout_s), "tomb", fmt(limits.tombstone_ttl_s),
+               "ended", fmt(limits.ended_ttl_s), "accounts", json.dumps(list(accounts))]
     digest = hashlib.blake2b("\n".join(fields).encode(), digest_size=12).hexdigest()
     return [*fields, "v", digest]
 
@@ -375,12 +366,12 @@ class RedisStore:
     def renew(
         self, account: str | None, call_id: str, ttl_s: float | None, now: float
     ) -> RenewOutcome:
-        ttl = "" if ttl_s is None else _time(ttl_s)
+        ttl = "" if ttl_s is None else fmt(ttl_s)
         first: RenewOutcome | None = None
         for tag, named in self._for_account(account):
             ids = self._ids(tag, named, call_id)
             try:
-                shown = self._scripts("renew", [f"{tag}due"], [tag, _time(now), ttl, *ids])
+                shown = self._scripts("renew", [f"{tag}due"], [tag, fmt(now), ttl, *ids])
             except (RedisError, RedisClusterException, OSError) as exc:
                 raise StoreError(
                     f"Redis store at {self._where} failed (renew): {exc}") from exc
@@ -419,14 +410,14 @@ class RedisStore:
         tag = self._tag(record.account)
         ident = rid(record.account, record.call_id)
         args = apply_args(records=[f"{tag}r:{ident}", "", encode_record(record)],
-                          ops=["4", "ZADD", f"{tag}tombs", _time(record.until), ident])
+                          ops=["4", "ZADD", f"{tag}tombs", fmt(record.until), ident])
         try:
             self._scripts("apply", [f"{tag}used"], args)  # a guard failure: it has a record
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreError(f"Redis store at {self._where} failed (tombstone): {exc}") from exc
 
     def cooldown(self, provider: str, alias: str, until: float) -> None:
-        value = "inf" if math.isinf(until) else _time(until)
+        value = fmt(until)
         try:
             for tag in self._tags():
                 self._client.hset(f"{tag}cool", f"provider:{provider}:{alias}", value)
@@ -470,7 +461,7 @@ class RedisStore:
                 pipe.zcard(f"{tag}due")  # leases, queued calls, QUEUED while any are
                 pipe.zcard(f"{tag}qpoll")  # queued calls
                 for key, (_, period) in limits.windows.items():
-                    pipe.zcount(f"{tag}w:{key}", "(" + _time(now - period), "+inf")
+                    pipe.zcount(f"{tag}w:{key}", "(" + fmt(now - period), "+inf")
                 used, cool, numbers, live, queued, *window_counts = pipe.execute()
                 for field, value in used.items():  # "#expired" rides along: kernel.usage
                     key = field.decode()

@@ -154,7 +154,7 @@ class Snapshot:
         self._due: list[str] = []
         self._due_scores: dict[str, float] = {}
         self._tombs_due: list[str] = []
-        self._purged: list[str] = []
+        self._purged: dict[str, None] = {}  # ids to forget, in order
         self._qs: set[str] = set()
         self._queues: dict[str, list[Record]] = {}
         self._queue_changed: set[str] = set()
@@ -321,8 +321,7 @@ class Snapshot:
         # A rejection or end past its until is gone to every lookup (ordering rule 1):
         # this step forgets it (a later step, or a final rejection, may write the id).
         if record is not None and record.state in _GONE and record.until <= self._now:
-            if ident not in self._purged:
-                self._purged.append(ident)
+            self._purged.setdefault(ident)
             return None
         return record
 
@@ -436,11 +435,9 @@ class Snapshot:
                 if r.deadline <= now or r.last_poll + poll <= now]
 
     def purge(self, now: float) -> None:
-        purged = set(self._purged)
         for ident in self._tombs_due:
-            if ident not in self._dirty and ident not in purged:
-                self._purged.append(ident)
-                purged.add(ident)
+            if ident not in self._dirty:
+                self._purged.setdefault(ident)
 
     def queue_heads(self) -> list[Record]:
         return [entries[0] for entries in self._queues.values()]
