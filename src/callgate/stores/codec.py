@@ -1,19 +1,21 @@
-"""Records to SQLite rows and back: one column per field the SQL reads, compact values.
+"""The one record codec: how every store that persists a call keeps it (SQLite, Redis).
 
-A lease is most of a busy store, so its row is kept small: states, directions and
-``ended_by`` are small integers, and the slots it holds are one string of tokens in
-which what can be derived is abbreviated (the pool slot ``provider:P`` that comes with
-each key ``provider:P:A``, the record's own number and account). ``keys`` is derived
-from those pairs and stored only when it differs. The rare fields (a queued call's
-claim, a rejection's reason) go in one JSON column. Every encoding is lossless: what
-cannot be abbreviated is written out in full.
+A record is MessagePack with short names: states, directions and ``ended_by`` as small
+integers, defaults left out, and the slots it holds as one string of tokens in which
+what can be derived is abbreviated (the pool slot ``provider:P`` that comes with each
+key ``provider:P:A``, the record's own number and account). ``keys`` is derived from
+those pairs and stored only when it differs; a queued call's claim is kept with its
+route written out. A lease is most of a busy store, so its record is kept small. Every
+encoding is lossless: what cannot be abbreviated is written out in full.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import struct
 from typing import Any, Literal
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type hints
 
 from callgate.model import Direction, Reason
 from callgate.stores.base import (
@@ -25,11 +27,6 @@ from callgate.stores.base import (
     Route,
     SlotNeed,
 )
-
-COLUMNS = ("call_id, account, state, number, direction, priority, fingerprint, held, keys, "
-           "admitted_at, expires_at, max_end, ttl_s, promoted, seq, enqueued_at, deadline, "
-           "last_poll, until, ended_by, extra")
-WIDTH = COLUMNS.count(",") + 1
 
 LEASED, QUEUED, REJECTED, ENDED = 0, 1, 2, 3
 STATE_CODE: dict[RecordState, int] = {
@@ -128,60 +125,96 @@ def held_and_keys(
     return held, dict(keys) if keys is not None else dict(derived)
 
 
-def record_row(record: Record) -> tuple[Any, ...]:
-    """The column values of ``record``, in :data:`COLUMNS` order."""
-    held, stored = held_with_keys(record)
-    keys: str | None = None
-    if stored is not None:
-        keys = json.dumps(stored, separators=(",", ":"))
-    extra: dict[str, Any] = {}
-    if record.claim is not None:
-        extra["claim"] = claim_fields(record.claim)
-    if record.reason is not None:
-        extra["reason"] = record.reason.value
-    if record.blocker_key is not None:
-        extra["blocker_key"] = record.blocker_key
-    if record.retry_after_s is not None:
-        extra["retry_after_s"] = record.retry_after_s
-    return (
-        record.call_id, record.account, STATE_CODE[record.state], record.number,
-        DIRECTION_CODE[record.direction], record.priority, record.fingerprint,
-        held, keys, record.admitted_at, record.expires_at, record.max_end, record.ttl_s,
-        int(record.promoted), record.seq, record.enqueued_at, record.deadline,
-        record.last_poll, record.until, ENDED_BY_CODE[record.ended_by],
-        json.dumps(extra, separators=(",", ":")) if extra else None,
-    )
+# A lease's record starts with this byte (one MessagePack never uses) and its TTL and
+# maximum end as two big-endian doubles: all Redis's renew script reads of it
+# (struct.unpack, no MessagePack decoding in Lua).
+LEASE_MARK = b"\xc1"
+_LEASE_HEAD = struct.Struct(">dd")
 
 
-def row_record(row: Sequence[Any]) -> Record:
-    """The record of a row of :data:`COLUMNS` (as :func:`record_row` wrote it)."""
-    (call_id, account, state, number, direction, priority, fingerprint, held_text, keys_text,
-     admitted_at, expires_at, max_end, ttl_s, promoted, seq, enqueued_at, deadline,
-     last_poll, until, ended_by, extra_text) = row
-    held, keys = held_and_keys(held_text, number, account,
-                               json.loads(keys_text) if keys_text is not None else None)
-    record = Record(
-        account=account, call_id=call_id, state=STATES[state],
-        fingerprint=fingerprint,
-        number=number, direction=DIRECTIONS[direction], priority=priority, held=held,
-        keys=keys, admitted_at=admitted_at, expires_at=expires_at, max_end=max_end,
-        ttl_s=ttl_s, promoted=bool(promoted), seq=seq, enqueued_at=enqueued_at,
-        deadline=deadline, last_poll=last_poll, until=until, ended_by=ENDED_BYS[ended_by],
-    )
-    if extra_text is not None:
-        extra = json.loads(extra_text)
-        if "claim" in extra:
-            record.claim = claim_from_fields(extra["claim"])
-        if "reason" in extra:
-            record.reason = Reason(extra["reason"])
-        record.blocker_key = extra.get("blocker_key")
-        record.retry_after_s = extra.get("retry_after_s")
+def encode_record(r: Record) -> bytes:
+    """A record as every store that persists one keeps it: MessagePack with short names,
+    codes for states and directions, defaults left out; a lease's behind
+    :data:`LEASE_MARK` and its TTL and maximum end.
+
+    Times are binary doubles (exact). Account and call id are the record's key and a
+    lease's expiry its place in the store's index of leases by expiry (a column in
+    SQLite, a score in Redis, where renewing moves only that), so none of them is in it;
+    nor are the times a state never uses (a lease's outside ``leased``, a queue entry's
+    without a sequence number).
+    """
+    d: dict[str, Any] = {"s": STATE_CODE[r.state], "f": r.fingerprint, "n": r.number}
+    if r.direction != "inbound":
+        d["d"] = DIRECTION_CODE[r.direction]
+    if r.priority:
+        d["p"] = r.priority
+    held, keys = held_with_keys(r)
+    if held:
+        d["h"] = held
+    if keys is not None:
+        d["k"] = keys
+    head = b""
+    if r.state == "leased":
+        head = LEASE_MARK + _LEASE_HEAD.pack(r.ttl_s, r.max_end)
+        d["at"] = r.admitted_at
+        if r.promoted:
+            d["pr"] = True
+    if r.claim is not None:
+        d["c"] = claim_fields(r.claim)
+    if r.seq:
+        d["q"], d["eq"], d["dl"], d["lp"] = r.seq, r.enqueued_at, r.deadline, r.last_poll
+    if r.until:
+        d["u"] = r.until
+    if r.reason is not None:
+        d["r"] = str(r.reason)
+    if r.blocker_key is not None:
+        d["b"] = r.blocker_key
+    if r.retry_after_s is not None:
+        d["ra"] = r.retry_after_s
+    if r.ended_by:
+        d["e"] = ENDED_BY_CODE[r.ended_by]
+    packed: bytes = msgpack.packb(d)
+    return head + packed
+
+
+def decode_record(account: str, call_id: str, packed: bytes,
+                  expires_at: float | None = None) -> Record:
+    """The record :func:`encode_record` wrote for ``account``'s ``call_id``; a lease's
+    ``expires_at`` is kept beside it (0.0 when not given)."""
+    ttl_s = max_end = 0.0
+    if packed[:1] == LEASE_MARK:
+        ttl_s, max_end = _LEASE_HEAD.unpack_from(packed, 1)
+        packed = packed[1 + _LEASE_HEAD.size:]
+    d: dict[str, Any] = msgpack.unpackb(packed)
+    get = d.get
+    number = d["n"]
+    record = Record(account, call_id, STATES[d["s"]], d["f"], number,
+                    DIRECTIONS[get("d", 0)], int(get("p", 0)))
+    record.held, record.keys = held_and_keys(get("h", ""), number, account, get("k"))
+    if "at" in d:
+        record.admitted_at = float(d["at"])
+        record.expires_at = 0.0 if expires_at is None else expires_at
+        record.max_end, record.ttl_s = max_end, ttl_s
+        record.promoted = bool(get("pr", False))
+    if "c" in d:
+        record.claim = claim_from_fields(d["c"])
+    if "q" in d:
+        record.seq = int(d["q"])
+        record.enqueued_at = float(d["eq"])
+        record.deadline = float(d["dl"])
+        record.last_poll = float(d["lp"])
+    record.until = float(get("u", 0.0))
+    if get("r"):
+        record.reason = Reason(d["r"])
+    record.blocker_key = get("b")
+    if "ra" in d:
+        record.retry_after_s = float(d["ra"])
+    record.ended_by = ENDED_BYS[get("e", 0)]
     return record
 
 
 def claim_fields(claim: Claim) -> dict[str, Any]:
-    """A queued call's claim as its record keeps it (SQLite in its JSON column, Redis as
-    JSON in the record): short names, the route written out."""
+    """A queued call's claim as its record keeps it: short names, the route written out."""
     route = claim.route
     data: dict[str, Any] = {
         "a": claim.account, "i": claim.call_id, "n": claim.number, "d": claim.direction,

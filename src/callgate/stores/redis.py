@@ -84,8 +84,9 @@ from callgate.stores.base import (
     UsageSnapshot,
     Verdict,
 )
+from callgate.stores.codec import encode_record
 from callgate.stores.redis_options import Sharing, check_sharing, check_version, parse_url
-from callgate.stores.redis_records import encode_record, fmt, load_record, rid
+from callgate.stores.redis_records import fmt, load_record, rid
 from callgate.stores.redis_scripts import Scripts
 from callgate.stores.redis_step import (
     LOCK_FIELD,

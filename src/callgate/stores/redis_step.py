@@ -20,7 +20,7 @@ decision relied on:
   the record), so a lease renewed after the read is never expired by a stale step.
 
 A failed guard writes nothing; the store reads again and decides again (see
-``RedisStore._step``). Records are kept as :mod:`callgate.stores.redis_records` says;
+``RedisStore._step``). Records are the one codec's (:mod:`callgate.stores.codec`);
 the renew script (``lua/renew.lua``) is the only Lua that reads one, and it writes none.
 
 Keys, all under the sharing domain's hash tag ``P`` (one cluster slot):
@@ -49,7 +49,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from callgate.stores.base import Claim, Limits, Record
-from callgate.stores.redis_records import LEASE_MARK, encode_record, fmt, load_record, rid
+from callgate.stores.codec import LEASE_MARK, encode_record
+from callgate.stores.redis_records import fmt, load_record, rid
 
 # Window events are kept this long past their period: gates read their clocks before their
 # steps reach Redis, so a step may land after one whose clock was later; it still finds

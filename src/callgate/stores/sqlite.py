@@ -27,26 +27,35 @@ from typing import Any, TypeVar
 from callgate.errors import StoreError
 from callgate.stores import kernel
 from callgate.stores.base import Claim, Limits, Record, RenewOutcome, UsageSnapshot, Verdict
-from callgate.stores.codec import COLUMNS, REJECTED, WIDTH, record_row, row_record
+from callgate.stores.codec import (
+    LEASED,
+    QUEUED,
+    REJECTED,
+    STATE_CODE,
+    decode_record,
+    encode_record,
+)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever the tables change; a file of another version is refused, not guessed at."""
 
 SCHEMA = (
-    # state: 0 leased, 1 queued, 2 rejected, 3 ended (see codec); each row is in one of the
-    # partial indexes below, so writing a record touches two b-trees.
+    # A call's record is the one codec's (stores/codec.py), the bytes Redis keeps too; the
+    # columns beside it are what the queries below select and order by, each set only in
+    # the states that use it (0 or '' otherwise): state (0 leased, 1 queued, 2 rejected,
+    # 3 ended), a lease's expiry, a rejection's or end's until, a queued call's number,
+    # priority, sequence, deadline and last poll. Each row is in one of the partial
+    # indexes below, so writing a record touches two b-trees.
     "CREATE TABLE calls (call_id TEXT NOT NULL, account TEXT NOT NULL, state INTEGER NOT NULL, "
-    "number TEXT NOT NULL, direction INTEGER NOT NULL, priority INTEGER NOT NULL, "
-    "fingerprint TEXT NOT NULL, held TEXT NOT NULL, keys TEXT, admitted_at REAL NOT NULL, "
-    "expires_at REAL NOT NULL, max_end REAL NOT NULL, ttl_s REAL NOT NULL, "
-    "promoted INTEGER NOT NULL, seq INTEGER NOT NULL, enqueued_at REAL NOT NULL, "
-    "deadline REAL NOT NULL, last_poll REAL NOT NULL, until REAL NOT NULL, "
-    "ended_by INTEGER NOT NULL, extra TEXT, PRIMARY KEY (call_id, account)) WITHOUT ROWID",
+    "expires_at REAL NOT NULL, until REAL NOT NULL, queue TEXT NOT NULL, "
+    "priority INTEGER NOT NULL, seq INTEGER NOT NULL, deadline REAL NOT NULL, "
+    "last_poll REAL NOT NULL, record BLOB NOT NULL, PRIMARY KEY (call_id, account)) "
+    "WITHOUT ROWID",
     "CREATE INDEX calls_expiry ON calls (expires_at) WHERE state = 0",
     "CREATE INDEX calls_until ON calls (until) WHERE state >= 2",
-    "CREATE INDEX calls_queue ON calls (number, priority DESC, seq) WHERE state = 1",
+    "CREATE INDEX calls_queue ON calls (queue, priority DESC, seq) WHERE state = 1",
     "CREATE TABLE slots (key TEXT PRIMARY KEY, in_use INTEGER NOT NULL) WITHOUT ROWID",
     # n admissions under key at the same instant; gone_at: when the longest window drops them
     "CREATE TABLE events (key TEXT NOT NULL, at REAL NOT NULL, n INTEGER NOT NULL, "
@@ -68,15 +77,16 @@ whatever the page size, so that small pages do not mean more checkpoints (and sy
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=OFF")
 
-_SELECT = f"SELECT {COLUMNS} FROM calls"
+_SELECT = "SELECT call_id, account, state, until, queue, expires_at, record FROM calls"
+_STATE, _UNTIL, _QUEUE = 2, 3, 4  # in a row of _SELECT
 _BY_ID = f"{_SELECT} WHERE call_id = ?"  # every account's record of the id: see _best
 _BY_IDENT = f"{_SELECT} WHERE call_id = ? AND account = ?"
-_PUT = f"INSERT OR REPLACE INTO calls ({COLUMNS}) VALUES ({','.join('?' * WIDTH)})"
+_PUT = ("INSERT OR REPLACE INTO calls (call_id, account, state, expires_at, until, queue, "
+        "priority, seq, deadline, last_poll, record) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 _ADD = ("INSERT INTO slots (key, in_use) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET in_use = in_use + excluded.in_use")
 _LOG = ("INSERT INTO events (key, at, n, gone_at) VALUES (?, ?, 1, ?) ON CONFLICT (key, at) "
         "DO UPDATE SET n = n + 1, gone_at = max(gone_at, excluded.gone_at)")
-_UNTIL = COLUMNS.split(", ").index("until")
 _HEAD = 3  # the preload row starts with: earliest lease expiry, anything queued, cooling
 _preloads: dict[tuple[int, int, int], str] = {}
 
@@ -97,6 +107,17 @@ def _preload_sql(keys: int, windows: int, record: int) -> str:
             sql = (f"SELECT one.*, c.* FROM ({sql}) AS one LEFT JOIN ({found}) AS c ON 1")
         _preloads[shape] = sql
     return sql
+
+
+def _row(r: Record) -> tuple[Any, ...]:
+    """What :data:`_PUT` writes for ``r``: its record and the columns the queries read."""
+    state = STATE_CODE[r.state]
+    if state == QUEUED:
+        queue: tuple[Any, ...] = (r.number, r.priority, r.seq, r.deadline, r.last_poll)
+    else:
+        queue = ("", 0, 0, 0.0, 0.0)
+    return (r.call_id, r.account, state, r.expires_at if state == LEASED else 0.0, r.until,
+            *queue, encode_record(r))
 
 
 def path_from_url(url: str) -> str:
@@ -169,7 +190,7 @@ class _SqliteState:
     def _here(self, row: Sequence[Any]) -> bool:
         """False for a tombstone past its time, which is deleted now: the (throttled) purge
         may not have run in this step, and a lookup must find what memory and Redis find."""
-        if row[2] < REJECTED or row[_UNTIL] > self.now:
+        if row[_STATE] < REJECTED or row[_UNTIL] > self.now:
             return True
         self.db.execute("DELETE FROM calls WHERE call_id = ? AND account = ?", (row[0], row[1]))
         return False
@@ -182,13 +203,13 @@ class _SqliteState:
         found = [r for r in rows if r[1] in order and self._here(r)]
         if not found:
             return None
-        return self._load(min(found, key=lambda r: (r[2] >= REJECTED, order[r[1]])))
+        return self._load(min(found, key=lambda r: (r[_STATE] >= REJECTED, order[r[1]])))
 
     def _load(self, row: Sequence[Any]) -> Record:
         ident = (row[1], row[0])
         record = self.records.get(ident)
         if record is None:
-            record = self.records[ident] = row_record(row)
+            record = self.records[ident] = decode_record(row[1], row[0], row[6], row[5])
         return record
 
     def prefetch(self, keys: Sequence[str]) -> None:
@@ -235,7 +256,7 @@ class _SqliteState:
             self.lease_min = min(self.lease_min, record.expires_at)
         elif record.state == "queued" and self.queued is not None:
             self.queued = True
-        self.db.execute(_PUT, record_row(record))
+        self.db.execute(_PUT, _row(record))
 
     def in_use(self, key: str) -> int:
         base = self.base.get(key)
@@ -306,10 +327,10 @@ class _SqliteState:
     def queue_heads(self) -> list[Record]:
         if self.queued is False:
             return []
-        rows = self.db.execute(f"{_SELECT} WHERE state = 1 ORDER BY number, priority DESC, seq")
+        rows = self.db.execute(f"{_SELECT} WHERE state = 1 ORDER BY queue, priority DESC, seq")
         heads: dict[str, Sequence[Any]] = {}
         for row in rows.fetchall():
-            heads.setdefault(row[3], row)
+            heads.setdefault(row[_QUEUE], row)
         records = [self._load(row) for row in heads.values()]
         self.prefetch(sorted({key for r in records if r.claim for key in r.claim.scopes()}))
         return records
@@ -324,7 +345,7 @@ class _SqliteState:
         if self.queued is False:
             return []
         rows = self.db.execute(
-            f"{_SELECT} WHERE state = 1 AND number = ? ORDER BY priority DESC, seq", (number,))
+            f"{_SELECT} WHERE state = 1 AND queue = ? ORDER BY priority DESC, seq", (number,))
         return [self._load(row) for row in rows.fetchall()]
 
     def next_seq(self) -> int:

@@ -1,7 +1,7 @@
 -- renew: move a live lease's expiry, in one round trip, when no call is queued.
 -- A lease's expiry lives only in KEYS[1] (its score there), so this writes no record; a
 -- lease's record starts with byte 0xC1 and its TTL and maximum end as two big-endian
--- doubles (stores/redis_records.py, encode_record).
+-- doubles (stores/codec.py, encode_record).
 -- KEYS[1] = P.."due" (leases by expiry, queued calls by deadline, "!q" while any is queued)
 -- ARGV: P, now, TTL ("" keeps the lease's), then the record ids to look in, in lookup order.
 -- Returns {id, record} when renewed (the gate computes the same expiry from the record);
