@@ -377,7 +377,8 @@ class RedisStore:
                 raise StoreError(
                     f"Redis store at {self._where} failed (renew): {exc}") from exc
             if shown:  # renewed in one round trip: the common case
-                record = load_record(shown[0], shown[1])
+                place, _, text = shown.partition(b":")
+                record = load_record(ids[int(place) - 1], text)
                 expires_at = kernel.renewed_expiry(record.ttl_s, record.max_end, now)
                 return RenewOutcome("renewed", record.renewed(record.ttl_s, expires_at))
 
