@@ -31,6 +31,7 @@ from callgate.gate import Gate
 from callgate.model import Call, Decision, Outcome, Reason
 from callgate.stores import open_store, redis_step
 from callgate.stores import redis as redis_store
+from callgate.stores.codec import RECORD_FORMAT
 from callgate.stores.redis import RedisStore
 from callgate.stores.redis_options import check_sharing, check_version, parse_url
 from callgate.stores.redis_scripts import Scripts, library_source, script_sources
@@ -442,6 +443,38 @@ def test_a_server_older_than_6_2_is_refused_naming_both_versions(store_url: str)
         check_version(["7.2.4", "6.0.16"], "cache:6379")
     check_version(["6.2.0", "7.0.15", "unknown"], "cache:6379")
     assert gate_on(store_url).acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+
+
+def test_a_tag_is_marked_with_its_record_format_and_another_format_is_refused(
+        store_url: str) -> None:
+    """A store marks its tag with the record format it writes; a gate of another callgate
+    version, whose records it would misread, is refused when it opens the store, naming
+    both formats, and the calls kept there are left as they were."""
+    gate = gate_on(store_url)
+    assert gate.acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    tag = "{" + parse_url(store_url).prefix + "}:"
+    client = raw(store_url)
+    assert client.get(f"{tag}format") == str(RECORD_FORMAT)
+    client.set(f"{tag}format", "9")
+    kept = {key: client.type(key) for key in client.keys(f"{tag}*")}
+    with pytest.raises(StoreError, match=rf"as format 9 records.*format {RECORD_FORMAT}\."):
+        gate_on(store_url)
+    assert {key: client.type(key) for key in client.keys(f"{tag}*")} == kept
+    assert client.get(f"{tag}format") == "9"
+
+
+def test_calls_kept_without_a_format_mark_are_refused_and_an_empty_tag_is_marked(
+        store_url: str) -> None:
+    """Callgates before format 2 wrote no mark: calls kept under an unmarked tag are
+    theirs and are refused; an unmarked tag that keeps no call is simply marked."""
+    tag = "{" + parse_url(store_url).prefix + "}:"
+    client = raw(store_url)
+    client.zadd(f"{tag}due", {"4:acme:old": 1.0})
+    with pytest.raises(StoreError, match="as records older than format 2"):
+        gate_on(store_url)
+    client.delete(f"{tag}due")
+    assert gate_on(store_url).acquire(Call("c1", "inbound", N1)).outcome is Outcome.ADMITTED
+    assert client.get(f"{tag}format") == str(RECORD_FORMAT)
 
 
 def test_a_step_forgets_an_end_past_its_until_that_it_looks_up(

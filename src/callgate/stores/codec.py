@@ -125,6 +125,12 @@ def held_and_keys(
     return held, dict(keys) if keys is not None else dict(derived)
 
 
+RECORD_FORMAT = 2
+"""The version of :func:`encode_record`'s bytes, bumped whenever they change. Redis marks
+each tag with the format its records are in and a gate refuses another
+(:func:`~callgate.stores.redis_records.check_format`); SQLite's schema version covers
+its files."""
+
 # A lease's record starts with this byte (one MessagePack never uses) and its TTL and
 # maximum end as two big-endian doubles: all Redis's renew script reads of it
 # (struct.unpack, no MessagePack decoding in Lua).

@@ -11,7 +11,7 @@ and after :data:`CONTENTION_BUDGET_S` answers :class:`StoreError` (the gate's
 ``on_store_error`` decision; never a cap exceeded). A
 renew is one round trip of a tiny script (``lua/renew.lua``: while no call is queued,
 the lease is still this call's and not due: move its expiry, which lives only in the
-``due`` index, so no record is read back or rewritten); otherwise it takes the full step. The
+``due`` index, so no record is rewritten); otherwise it takes the full step. The
 scripts are one Redis 7 function library (FUNCTION LOAD once, FCALL), or EVALSHA on a
 cluster client or an older server; Redis 6.2 or later (``SET ... GET``, ``ZMSCORE``):
 an older server is refused when the store is opened
@@ -84,9 +84,9 @@ from callgate.stores.base import (
     UsageSnapshot,
     Verdict,
 )
-from callgate.stores.codec import encode_record
+from callgate.stores.codec import RECORD_FORMAT, encode_record
 from callgate.stores.redis_options import Sharing, check_sharing, check_version, parse_url
-from callgate.stores.redis_records import fmt, load_record, rid
+from callgate.stores.redis_records import check_format, fmt, load_record, rid
 from callgate.stores.redis_scripts import Scripts
 from callgate.stores.redis_step import (
     LOCK_FIELD,
@@ -321,6 +321,13 @@ class RedisStore:
                 self._checked = True
             for tag, values in fields.items():
                 pipe = self._client.pipeline(transaction=False)
+                pipe.get(f"{tag}format")
+                pipe.exists(f"{tag}due", f"{tag}tombs")
+                found, calls = pipe.execute()
+                check_format(found, calls > 0, tag, self._where)
+                pipe = self._client.pipeline(transaction=False)
+                if found is None:
+                    pipe.set(f"{tag}format", str(RECORD_FORMAT), nx=True)
                 pipe.delete(f"{tag}limits")
                 pipe.hset(f"{tag}limits", mapping=dict(zip(values[::2], values[1::2],
                                                            strict=True)))

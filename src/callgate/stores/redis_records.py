@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
+from callgate.errors import StoreError
 from callgate.stores.base import Record
-from callgate.stores.codec import decode_record
+from callgate.stores.codec import RECORD_FORMAT, decode_record
 
 
 def rid(account: str, call_id: str) -> str:
@@ -34,3 +35,20 @@ def load_record(ident: bytes | str, packed: bytes, expires_at: float | None = No
     """The record (:func:`~callgate.stores.codec.decode_record`) kept under the id
     ``ident``; a lease's ``expires_at`` is its score in ``P due``."""
     return decode_record(*split_id(ident), packed, expires_at)
+
+
+def check_format(found: bytes | None, has_calls: bool, tag: str, where: str) -> None:
+    """Refuse a tag whose calls are in another record format than :data:`RECORD_FORMAT`
+    (another callgate version's). ``found`` is its ``<tag>format`` mark; None (no mark)
+    matters only while calls are kept there (``has_calls``): callgates before format 2
+    wrote no mark."""
+    if found is None and not has_calls:
+        return
+    if found is not None and found.decode() == str(RECORD_FORMAT):
+        return
+    kept = "records older than format 2" if found is None else f"format {found.decode()} records"
+    raise StoreError(
+        f"the Redis store at {where} keeps calls under {tag!r} as {kept}, written by another "
+        f"callgate version; this callgate reads and writes format {RECORD_FORMAT}. Let those "
+        f"calls end and be forgotten (ended_ttl) under that version, delete the keys of "
+        f"{tag!r}, or give this stack another prefix (?prefix=)")

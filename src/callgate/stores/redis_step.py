@@ -34,7 +34,8 @@ ends by their until,
 ``P q:<number>`` a queue (score -priority, member ``%016d(seq)<id>``), ``P qs`` numbers
 with a queue, ``P qpoll`` queued calls by last poll, ``P w:<key>`` a window's
 admissions, ``P cool`` cooldowns,
-``P limits`` what the gate configured (for operators). ``<id>`` is
+``P limits`` what the gate configured (for operators), ``P format`` the record format
+(:data:`~callgate.stores.codec.RECORD_FORMAT`) the tag's calls are kept in. ``<id>`` is
 ``<bytes of account>:<account>:<call id>``.
 """
 

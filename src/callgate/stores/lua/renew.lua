@@ -4,11 +4,11 @@
 -- doubles (stores/codec.py, encode_record).
 -- KEYS[1] = P.."due" (leases by expiry, queued calls by deadline, "!q" while any is queued)
 -- ARGV: P, now, TTL ("" keeps the lease's), then the record ids to look in, in lookup order.
--- Returns "<n>:<record>" when renewed, n the place of its id among the ids (from 1), as one
--- string: a table reply costs Redis several times more (the gate computes the same expiry
--- from the record); false when the gate must take the full step (stores/kernel.py renew):
--- a call is queued (the step ends what is due and promotes first), the first live record
--- is due or not a lease, the TTL changes, or no record is live.
+-- Returns "<n>:<record>" when renewed (n: the place of its id among the ids, from 1; one
+-- string, since a table reply costs Redis about a quarter more for the whole script; the
+-- gate computes the same expiry from the record); false when the gate must take the full
+-- step (stores/kernel.py renew): a call is queued (the step ends what is due and promotes
+-- first), the first live record is due or not a lease, the TTL changes, or none is live.
 local function renew(KEYS, ARGV)
   local P, now = ARGV[1], tonumber(ARGV[2])
   local expiries = redis.call("ZMSCORE", KEYS[1], "!q", unpack(ARGV, 4))
