@@ -37,9 +37,9 @@ releases + 10,000 renews per second take: the design's scale (100,000 concurrent
 3-minute handle time, lease TTL 30 s renewed every 10 s). Target: under half a core (of
 the commands' time, which the targets count). Redis's whole CPU for that load (``INFO
 cpu``: its network and event loop too, which commandstats leaves out) is measured apart,
-busy: 4 gate processes at once run the design's mix (warm caches, and on a small
-machine sharing its cores with Redis), so it is not comparable call for call with the
-commands' time above.
+busy: 4 gate processes at once run the design's mix (warm caches; Redis alone on a
+core, as a deployment gives it, the gates on the others, when the bench started Redis
+itself), so it is not comparable call for call with the commands' time above.
 Calls arrive at that rate on the bench's clock (so a rate window holds what it would),
 and ended calls are forgotten 1 s after they end (not ``ended_ttl``'s 10 min), so that
 forgetting them, a cost of every call, is counted too.
@@ -115,10 +115,11 @@ FLOOR_FUNCTION = "callgate_bench_renew_floor"
 
 
 @contextmanager
-def redis_server(url: str | None) -> Iterator[str]:
-    """``url``, or a fresh ``redis-server`` on a free port of 127.0.0.1 for the duration."""
+def redis_server(url: str | None) -> Iterator[tuple[str, int | None]]:
+    """``url``, or a fresh ``redis-server`` on a free port of 127.0.0.1 for the duration;
+    with the process id of the server when it is the bench's own."""
     if url is not None:
-        yield url
+        yield url, None
         return
     if shutil.which("redis-server") is None:
         raise BenchError("redis-server not found (apt-get install redis-server), or pass --url")
@@ -144,7 +145,7 @@ def redis_server(url: str | None) -> Iterator[str]:
                         raise BenchError(f"redis-server on port {port} did not start") from None
                     time.sleep(0.05)
             client.close()
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://127.0.0.1:{port}/0", proc.pid
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -425,9 +426,12 @@ RENEWS_PER_ADMIT = RENEWS_PER_S // ADMITS_PER_S  # 18: the design's mix
 
 
 def _busy_gate(url: str, prefix: str, raw: dict[str, Any], start: float, name: str,
-               held: list[str], pairs: int, ready: Any, go: Any) -> None:
-    """One gate process of :func:`busy_share`: once every gate is ready, ``pairs`` times,
-    admit and release a new call and renew 18 of ``held``."""
+               held: list[str], pairs: int, ready: Any, go: Any,
+               cores: set[int] | None) -> None:
+    """One gate process of :func:`busy_share` (on ``cores`` if given): once every gate is
+    ready, ``pairs`` times, admit and release a new call and renew 18 of ``held``."""
+    if cores:
+        os.sched_setaffinity(0, cores)
     stack = parse_stack(raw, source="bench")
     store = RedisStore.from_url(f"{url}?prefix={prefix}", Gate.limits_for(stack))
     clock = FakeClock(start)
@@ -450,17 +454,33 @@ def _busy_gate(url: str, prefix: str, raw: dict[str, Any], start: float, name: s
     store.close()
 
 
-def busy_share(bench: Bench, raw: dict[str, Any], pairs: int) -> float:
+def pinned(server: int | None) -> tuple[int, set[int]] | None:
+    """(Redis's core, the gates' cores) when the bench's own server can have a core to
+    itself (two or more cores, Linux); None otherwise (the OS places everything)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if server is None or len(cores) < 2:
+        return None
+    return cores[0], set(cores[1:])
+
+
+def busy_share(bench: Bench, raw: dict[str, Any], pairs: int, server: int | None) -> float:
     """Redis's whole CPU (``INFO cpu``) for the design's load, measured busy: BUSY_GATES gate
     processes at once run the design's mix (an admission, a release, 18 renews of held
     leases) ``pairs`` times each; the share of a core is Redis's CPU per design second
-    (555 admissions + 555 releases + 10,000 renews)."""
+    (555 admissions + 555 releases + 10,000 renews). The bench's own server (process
+    ``server``) has a core to itself meanwhile, as a deployment gives it, and the gates
+    the others (see :func:`pinned`)."""
+    placed = pinned(server)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no shared sockets
     ready, go = context.Barrier(BUSY_GATES + 1), context.Event()
     workers = [context.Process(target=_busy_gate, daemon=True, args=(
         bench.url, bench.prefix, raw, bench.clock.now, f"busy{k}",
-        bench.held[k::BUSY_GATES], pairs, ready, go)) for k in range(BUSY_GATES)]
+        bench.held[k::BUSY_GATES], pairs, ready, go, placed and placed[1]))
+        for k in range(BUSY_GATES)]
+    was = os.sched_getaffinity(server) if placed and server else None
     try:
+        if placed and server:
+            os.sched_setaffinity(server, {placed[0]})
         for worker in workers:
             worker.start()
         try:
@@ -479,6 +499,8 @@ def busy_share(bench: Bench, raw: dict[str, Any], pairs: int) -> float:
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()
+        if was is not None and server:
+            os.sched_setaffinity(server, was)
     return spent / (BUSY_GATES * pairs / ADMITS_PER_S)
 
 
@@ -513,7 +535,7 @@ def bench_redis(budget: Budget, progress: Progress, url: str | None = None) -> l
     leases = budget.leases
     n = 500 if budget.quick else 2000
     out: list[str] = []
-    with redis_server(url) as where:
+    with redis_server(url) as (where, server):
         raw = roomy_raw(cap=leases * 4, max_cps=10**9, lease_ttl="30d")
         # Ended calls are forgotten 1 s (of the bench's clock) after they end, not 10 min:
         # within its few seconds the bench then reaches a busy gate's steady state, where
@@ -540,10 +562,14 @@ def bench_redis(budget: Budget, progress: Progress, url: str | None = None) -> l
             out.append(f"  555 admits + 555 releases + 10,000 renews per second: "
                        f"{share:.2f} of one Redis core (target < 0.5): "
                        f"{'met' if share < 0.5 else 'NOT MET'}")
-            busy = busy_share(big, raw, 300 if budget.quick else 1000)
+            busy = busy_share(big, raw, 300 if budget.quick else 1000, server)
+            placed = pinned(server)
+            where_run = (f"Redis alone on one of this machine's {os.cpu_count()} cores, the "
+                         "gates on the others" if placed else
+                         f"Redis and the gates where the OS put them, {os.cpu_count()} cores")
             out.append(f"  the same load in Redis's whole CPU (INFO cpu: its network and event "
                        f"loop too), measured busy, {BUSY_GATES} gate processes at once running "
-                       f"its mix on this machine's {os.cpu_count()} cores: {busy:.2f} of a core")
+                       f"its mix ({where_run}): {busy:.2f} of a core")
             gates = ((ADMITS_PER_S + RELEASES_PER_S) * times.gate_cpu_us
                      + RENEWS_PER_S * times.renew_cpu_us) / 1e6
             out.append(f"  the gates' side of that load: {gates:.2f} cores; one hash tag "
