@@ -278,13 +278,18 @@ class OpTimes:
 class Bench:
     """One gate on one Redis with a number of leases held, and the reference script."""
 
-    def __init__(self, url: str, stack: Stack, prefix: str) -> None:
+    def __init__(self, url: str, stack: Stack, prefix: str, calls: str = "b",
+                 start: float | None = None, gates: int = 1) -> None:
+        """``calls`` names this bench's call ids; ``start`` is its clock's first reading;
+        ``gates`` how many benches share the design's arrival rate."""
         self.url = url
         self.stack = stack
         self.client = redis.Redis.from_url(url)
         self.store = RedisStore.from_url(f"{url}?prefix={prefix}", Gate.limits_for(stack))
-        self.clock = FakeClock()
+        self.clock = FakeClock() if start is None else FakeClock(start)
         self.gate = Gate(stack, self.store, self.clock)
+        self.calls = calls
+        self.arrival_s = gates / ADMITS_PER_S
         self.lines = list(stack.numbers)
         self.prefix = prefix
         self.count = 0
@@ -300,10 +305,10 @@ class Bench:
 
     def admit(self) -> str:
         self.count += 1
-        call_id = f"b-{self.count:07d}"
+        call_id = f"{self.calls}-{self.count:07d}"
         # Calls arrive at the design's rate (555 a second), so a rate window holds what
         # it would hold there (about 1,700 events: its 1 s period and 2 s of margin).
-        self.clock.advance(1 / ADMITS_PER_S)
+        self.clock.advance(self.arrival_s)
         line = self.lines[self.count % len(self.lines)]
         decision = self.gate.acquire(Call(call_id, "inbound", line))
         if decision.outcome is not Outcome.ADMITTED:
@@ -432,26 +437,22 @@ def _busy_gate(url: str, prefix: str, raw: dict[str, Any], start: float, name: s
     ready, ``pairs`` times, admit and release a new call and renew 18 of ``held``."""
     if cores:
         os.sched_setaffinity(0, cores)
-    stack = parse_stack(raw, source="bench")
-    store = RedisStore.from_url(f"{url}?prefix={prefix}", Gate.limits_for(stack))
-    clock = FakeClock(start)
-    gate = Gate(stack, store, clock)
-    lines = list(stack.numbers)
+    bench = Bench(url, parse_stack(raw, source="bench"), prefix, calls=name, start=start,
+                  gates=BUSY_GATES)
     at = 0
     ready.wait(120)
     if not go.wait(120):  # every gate set up, and Redis's CPU read
         raise BenchError("the busy measurement did not start")
-    for i in range(pairs):
-        clock.advance(BUSY_GATES / ADMITS_PER_S)
-        call_id = f"{name}-{i:07d}"
-        if gate.acquire(Call(call_id, "inbound", lines[i % len(lines)])).outcome \
-                is not Outcome.ADMITTED or not gate.release(call_id).released:
-            raise BenchError(f"a busy gate's call {call_id} was refused or not released")
+    for _ in range(pairs):
+        call_id = bench.admit()
+        if not bench.gate.release(call_id).released:
+            raise BenchError(f"a busy gate's call {call_id} was not released")
         for _ in range(RENEWS_PER_ADMIT):
-            if gate.renew(held[at % len(held)]).lease is None:
+            if bench.gate.renew(held[at % len(held)]).lease is None:
                 raise BenchError("a busy gate's lease was not renewed")
             at += 1
-    store.close()
+    bench.store.close()  # not bench.close(): the keys are the measured bench's
+    bench.client.close()
 
 
 def pinned(server: int | None) -> tuple[int, set[int]] | None:

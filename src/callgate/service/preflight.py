@@ -28,6 +28,7 @@ from pathlib import Path
 from callgate.config import Stack, stack_warnings
 from callgate.errors import ConfigError, ConfigIssue
 from callgate.service.auth import Authenticator, Principal
+from callgate.stores.redis_options import check_sharing
 
 Tokens = tuple[tuple[bytes, Principal], ...]
 
@@ -124,15 +125,8 @@ def _store_issues(stack: Stack) -> list[ConfigIssue]:
 
 
 def _sharing_issues(stack: Stack) -> list[ConfigIssue]:
-    url = stack.gate.store
-    if not url.startswith(("redis", "rediss")):
-        return []
     try:
-        from callgate.stores.redis_options import check_sharing
-    except ImportError as exc:  # the redis extra is missing
-        return [ConfigIssue("gate.store", url, str(exc))]
-    try:
-        check_sharing(stack)
+        check_sharing(stack)  # acts only on a Redis URL asking for sharing=account
     except ConfigError as exc:
         return list(exc.issues)
     return []

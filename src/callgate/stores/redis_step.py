@@ -256,7 +256,9 @@ class Snapshot:
         for number in numbers:
             pipe.zrange(self.key("q:" + number), 0, -1)
         pipe.hget(self.key("used"), QV_FIELD)
-        pipe.hgetall(self.key("cool"))
+        cooldowns = self._cool is None  # unless the first read had them
+        if cooldowns:
+            pipe.hgetall(self.key("cool"))
         replies = pipe.execute()
         for ident, text in zip(due, replies, strict=False):
             self._loaded(ident, text, self._due_scores[ident])
@@ -267,7 +269,8 @@ class Snapshot:
             at += 1
         if int(replies[at] or 0) != self._qv:
             raise StaleRead
-        self._set_cool(replies[at + 1])
+        if cooldowns:
+            self._set_cool(replies[at + 1])
         wanted = [i for ids in members.values() for i in ids if i not in self._orig]
         if wanted:
             texts = self._client.mget([self.key("r:" + i) for i in wanted])
